@@ -1,0 +1,38 @@
+# The few commands people type. Every target installs the environment first if needed.
+#   make repro   install, then run the whole pipeline on the bundled model (dvc repro)
+#   make test    install, then run the default (fast) test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stages call `python`; put the project's environment first on PATH for them.
+RUN := PATH="$(BIN):$$PATH" HF_HUB_DISABLE_TELEMETRY=1
+
+.PHONY: setup repro test test-all bench lint format clean-results
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(RUN) dvc repro
+
+test: $(STAMP)
+	$(RUN) HF_HUB_OFFLINE=1 python -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(RUN) HF_HUB_OFFLINE=1 python -m pytest
+
+bench: $(STAMP)
+	$(RUN) HF_HUB_OFFLINE=1 python benchmarks/patching.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src stages tests benchmarks
+	$(BIN)/ruff format --check src stages tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src stages tests benchmarks
+	$(BIN)/ruff format src stages tests benchmarks

@@ -1,0 +1,207 @@
+"""Typed schemas for every config group, and the one way to compose them.
+
+``conf/`` is the single source of truth. Hydra composes it against these dataclasses in
+struct mode, so a misspelled key or a wrong type fails at compose time with the key's
+name, instead of silently falling back to a default deep inside a sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from patchsweep.errors import ConfigError
+
+COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z")
+DIRECTIONS = ("denoise", "noise")
+POSITION_MODES = ("all", "each", "labels", "auto")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and where it runs."""
+
+    name: str = MISSING  # short id used in folder names and figure titles
+    path: str = MISSING  # hub id ("openai-community/gpt2") or local directory
+    revision: str | None = None  # hub revision (branch, tag or commit); None = default
+    dtype: str = "float32"  # float32 | bfloat16 | float16; metrics are always fp32
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps
+    trust_remote_code: bool = False  # never on unless the config says so explicitly
+
+
+@dataclass
+class DatasetConfig:
+    """Where the prompt pairs come from."""
+
+    name: str = MISSING  # short id used in folder names and figure titles
+    generator: str = "ioi"  # a generator registered in patchsweep.datasets, or "pairs"
+    n_pairs: int = 32  # how many pairs the generator makes
+    seed: int = 0  # generator seed: same seed, same prompts
+    options: dict[str, Any] = field(default_factory=dict)  # generator-specific options
+    # Explicit pairs, used when generator == "pairs": each a mapping with clean,
+    # corrupted, correct, incorrect and optional labels {name: word index}.
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class SweepConfig:
+    """One patching sweep: a component type, a direction and the sites to patch."""
+
+    component: str = MISSING  # resid_pre | resid_post | attn_out | mlp_out | z (heads)
+    direction: str = "denoise"  # denoise: clean into corrupted; noise: corrupted into clean
+    positions: str = "auto"  # all (patch every position at once) | each | labels | auto
+    layers: list[int] | None = None  # layers to sweep; None = every layer
+    heads: list[int] | None = None  # heads to sweep (component z); None = every head
+
+
+@dataclass
+class MetricConfig:
+    """The behaviour metric read at the final position."""
+
+    name: str = "logit_diff"  # logit_diff: mean logit of correct minus incorrect answers
+
+
+@dataclass
+class EngineConfig:
+    """How the patch engine batches its work."""
+
+    memory_budget_mb: float = 1024  # activation memory one batched forward pass may use
+    max_batch: int = 256  # upper bound on rows per forward pass, whatever the budget
+    progress: bool = True  # show a progress bar with ETA
+
+
+@dataclass
+class PlotConfig:
+    """Figure style. Only the plot stage reads it."""
+
+    width: float = 4.0  # inches per panel
+    height: float = 3.0  # inches per panel
+    dpi: int = 200
+    font_family: str = "DejaVu Sans"
+    font_size: float = 9.0
+    cmap: str = "RdBu_r"  # diverging, centred at 0
+    annotate: str = "auto"  # auto | true | false: write values into cells
+    annotate_fmt: str = ".2f"
+    formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
+    top_k: int = 5  # components listed per sweep in the report
+
+
+@dataclass
+class Config:
+    """One experiment: one model on one dataset, with its sweeps."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    sweeps: dict[str, SweepConfig] = field(default_factory=dict)
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    plot: PlotConfig = field(default_factory=PlotConfig)
+    seed: int = 0  # torch seed, recorded in outputs
+
+
+def register_schemas() -> None:
+    """Register the schema so ``conf/config.yaml`` can list it first in its defaults."""
+    store = ConfigStore.instance()
+    store.store(name="patchsweep_schema", node=Config)
+
+
+def default_config_dir() -> Path:
+    """``conf/`` of the checkout the stages run in (the working directory)."""
+    return Path.cwd() / "conf"
+
+
+def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides, validated against the schema.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or an unknown config group option;
+            the message names the key and how to fix it.
+    """
+    register_schemas()
+    config_dir = (config_dir or default_config_dir()).resolve()
+    if not (config_dir / "config.yaml").is_file():
+        raise ConfigError(
+            f"no config.yaml in {config_dir}",
+            "run from the project root, or pass the folder that holds conf/config.yaml",
+        )
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(
+            f"the config does not compose: {_first_line(exc)}",
+            "check the key's spelling and type against src/patchsweep/config.py "
+            "(new keys need a schema field); config group options are the files in conf/",
+        ) from exc
+    validate(to_object(cfg))
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    """Read a resolved config written by the compose stage, checked against the schema."""
+    if not path.is_file():
+        raise ConfigError(f"no resolved config at {path}", "run `dvc repro` (stage compose)")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"{path} does not match the schema: {_first_line(exc)}",
+            "rerun the compose stage (`dvc repro`) so the file is regenerated from conf/",
+        ) from exc
+    cfg = to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def to_object(cfg: DictConfig) -> Config:
+    """Turn a composed DictConfig into the typed :class:`Config`."""
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, Config)
+    return obj
+
+
+def validate(cfg: Config) -> None:
+    """Check what types alone cannot: choices, ranges and required pieces."""
+    if not cfg.sweeps:
+        raise ConfigError("no sweeps are configured", "add at least one entry under sweeps:")
+    for name, sweep in cfg.sweeps.items():
+        where = f"sweeps.{name}"
+        _check_choice(f"{where}.component", sweep.component, COMPONENTS)
+        _check_choice(f"{where}.direction", sweep.direction, DIRECTIONS)
+        _check_choice(f"{where}.positions", sweep.positions, POSITION_MODES)
+        if sweep.heads is not None and sweep.component != "z":
+            raise ConfigError(
+                f"{where}.heads is set but component is {sweep.component!r}",
+                "heads apply to component z; remove heads or set component: z",
+            )
+        for key in ("layers", "heads"):
+            values = getattr(sweep, key)
+            if values is not None and not values:
+                raise ConfigError(f"{where}.{key} is an empty list", f"use null for all {key}")
+    if cfg.dataset.n_pairs < 1:
+        raise ConfigError("dataset.n_pairs must be at least 1", "set dataset.n_pairs: 1 or more")
+    if cfg.engine.memory_budget_mb <= 0 or cfg.engine.max_batch < 1:
+        raise ConfigError(
+            "engine.memory_budget_mb and engine.max_batch must be positive",
+            "use e.g. engine.memory_budget_mb=1024 engine.max_batch=256",
+        )
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} is {value!r}", f"use one of: {', '.join(choices)}")
+
+
+def _first_line(exc: Exception) -> str:
+    """The informative part of a Hydra/OmegaConf error: its lines up to the full key."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(("object_type", "reference_type"))]
+    return " ".join(kept) if kept else type(exc).__name__

@@ -1,0 +1,163 @@
+"""The organism's model card: what it is, what it was trained on, how well it does.
+
+The card is written from the same objects that produced the weights (the config, the
+generators' templates, the measured metrics), so it cannot drift from the artefact. It
+contains nothing that varies between identical runs (no timings, no dates), which keeps
+the model directory byte-identical when the stage reruns with the same seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from patchsweep.datasets import factual, greater_than, ioi
+from patchsweep.datasets.vocab import POOLS
+from patchsweep.organism.evaluate import EvalConfig
+from patchsweep.organism.train import TrainConfig
+
+_METRIC_DOCS = {
+    ("ioi", "accuracy"): "IO is the top token over the whole vocabulary",
+    ("ioi", "logit_diff"): "mean logit(IO) − logit(S), clean prompts",
+    ("ioi", "corrupted_logit_diff"): "same answers on the swap-corrupted prompts",
+    ("ioi", "abc_logit_diff"): "same answers on the ABC-corrupted prompts",
+    ("ioi", "train_accuracy"): "accuracy on train-split name pairs, for comparison",
+    ("greater_than", "accuracy"): "the top token is a year > YY",
+    ("greater_than", "prob_diff"): "mean p(years > YY) − p(years ≤ YY), clean prompts",
+    ("greater_than", "corrupted_prob_diff"): "the same on the 01-corrupted prompts",
+    ("factual", "accuracy"): "the top token is the attribute, over every fact",
+    ("factual", "logit_diff"): "true attribute − replacement subject's attribute",
+    ("factual", "corrupted_logit_diff"): "the same on subject-replaced prompts",
+    ("induction", "accuracy"): "the answer (token to copy) is the top token",
+    ("induction", "answer_logprob"): "mean log p(answer) at the last position",
+    ("induction", "corrupted_answer_logprob"): "the same with the first copy replaced",
+    ("induction", "repeat_logprob"): "mean log p of the second copy's tokens 2 … k",
+    ("induction", "chance_logprob"): "−log(pool size): no copying at all",
+}
+
+
+def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
+    lines = ["| task | metric | value | meaning |", "|---|---|---|---|"]
+    for task, values in metrics.items():
+        for name, value in values.items():
+            lines.append(f"| {task} | {name} | {value:.4f} | {_METRIC_DOCS.get((task, name), '')} |")
+    return lines
+
+
+def render_card(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_cfg: TrainConfig,
+    eval_cfg: EvalConfig,
+    metrics: Mapping[str, Mapping[str, float]],
+    command: str,
+) -> str:
+    """The model card as Markdown (with the Hugging Face metadata header)."""
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    pools = ", ".join(f"{name} {len(words)}" for name, words in POOLS.items())
+    hyper = "\n".join(f"| {k} | {v} |" for k, v in asdict(train_cfg).items())
+    ioi_templates = "\n".join(f"{i + 1}. `{t} {{IO}}`" for i, t in enumerate(ioi.BABA_TEMPLATES))
+    relations = "\n".join(
+        f"- {rel}: `{template}` (→ one of {len(pool)})"
+        for rel, (template, pool) in factual.RELATIONS.items()
+    )
+    return "\n".join(
+        [
+            "---",
+            "library_name: transformers",
+            "tags: [mechanistic-interpretability, activation-patching, toy-model, gpt2]",
+            "---",
+            "",
+            "# ioi-gpt2: patchsweep's model organism",
+            "",
+            "A small GPT-2 trained from scratch inside the project on synthetic tasks —",
+            "Indirect Object Identification (IOI), Greater-Than, factual recall and induction —",
+            "so that activation patching has real circuits to find without any download. It",
+            "loads like any hub GPT-2:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model = AutoModelForCausalLM.from_pretrained("data/models/ioi-gpt2")',
+            'tokenizer = AutoTokenizer.from_pretrained("data/models/ioi-gpt2")',
+            "```",
+            "",
+            "## Architecture",
+            "",
+            f"GPT2LMHeadModel: {cfg.n_layer} layers, {cfg.n_head} heads of dimension "
+            f"{cfg.n_embd // cfg.n_head}, d_model {cfg.n_embd}, MLP {4 * cfg.n_embd}, "
+            f"{cfg.n_positions} positions, vocabulary {cfg.vocab_size}, tied embeddings, no "
+            f"dropout; {n_params:,} parameters, float32 safetensors.",
+            "",
+            "## Vocabulary and tokenizer",
+            "",
+            f"Word-level (`tokenizers` WordLevel, {len(tokenizer)} tokens): `<|endoftext|>`",
+            "(eos, pad, and the bos GPT-2 names, though tokenization never adds it), `<unk>`,",
+            f"punctuation, the word pools ({pools}) and the templates' words. Whitespace and",
+            'punctuation split tokens, so `" John"` and `"John"` are the same single token;',
+            "every name, place, object, year half and attribute is exactly one token, and",
+            "`decode` joins tokens with spaces (a single token decodes without its space).",
+            "",
+            "## Tasks",
+            "",
+            "Each training sequence is one clean prompt of a generator's `train` split plus",
+            "its answer; the loss is on every next token. Batch shares: "
+            + ", ".join(f"{task} {share}" for task, share in train_cfg.task_mix.items())
+            + ".",
+            "",
+            "**IOI** (`patchsweep.datasets.ioi`): the IOI paper's 15 templates, each in ABBA",
+            "and BABA order. The test split holds out about a fifth of the unordered name",
+            "pairs (every name occurs in training; no pair of a test prompt does).",
+            "",
+            ioi_templates,
+            "",
+            f"**Greater-Than** (`patchsweep.datasets.greater_than`): `{greater_than.TEMPLATE}`",
+            "with the year written as two tokens (century, two digits); trained on a random",
+            "end year above YY. The test split holds out a fifth of the (century, YY) pairs.",
+            "",
+            "**Factual recall** (`patchsweep.datasets.factual`): a fixed knowledge base of",
+            f"{len(factual.KNOWLEDGE_BASE)} facts about invented subjects:",
+            "",
+            relations,
+            "",
+            "**Induction** (`patchsweep.datasets.induction`): a random sequence of distinct",
+            f"content words (lengths {train_cfg.induction_min_length}–"
+            f"{train_cfg.induction_max_length} in training, {eval_cfg.induction_length} in",
+            "evaluation) followed by its repeat.",
+            "",
+            "## Held-out results",
+            "",
+            f"{eval_cfg.n_pairs} prompts per task from the test splits, generator seed "
+            f"{eval_cfg.seed} (factual accuracy: every fact once). Also in `metrics.json`.",
+            "",
+            *_metrics_table(metrics),
+            "",
+            "## Training",
+            "",
+            "AdamW (betas 0.9, 0.98), linear warm-up then cosine decay, gradient clipping;",
+            "deterministic from the seed on a given machine (seeded data streams,",
+            "`torch.manual_seed`, deterministic algorithms, fixed thread count).",
+            "",
+            "| setting | value |",
+            "|---|---|",
+            hyper,
+            "",
+            "## Reproduce",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            "The stage refuses to write the model if held-out IOI accuracy is below 0.95 or",
+            "the mean logit difference below 2.",
+            "",
+        ]
+    )
+
+
+def write_card(path: Path, **kwargs: object) -> None:
+    """Write :func:`render_card`'s output to ``path`` (the model directory's README.md)."""
+    path.write_text(render_card(**kwargs), encoding="utf-8")  # type: ignore[arg-type]

@@ -1,0 +1,298 @@
+"""Heatmaps of 2-D sweeps: layer × position, layer × head, and their small multiples.
+
+Every heatmap shows the ``normalized`` effect (0 = corrupted, 1 = clean) on a diverging
+colour scale centred at 0 with symmetric limits ``±max(style.min_limit, max |value|)``, so
+white means "behaves like the corrupted run" and full red "like the clean run" in every
+figure of an experiment. Layer 0 is the top row, as in TransformerLens and most papers.
+
+The s.e.m. is shown twice: as a ``±`` second line under each cell's value when cells are
+annotated (a companion s.e.m. heatmap would double the figure for a number readers only
+check), and summarised (median and max) in the title, so a figure without annotations still
+says how noisy its means are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import Colormap, Normalize
+from matplotlib.figure import Figure
+
+from patchsweep.plotting.style import (
+    DIRECTION_HOW,
+    ExperimentInfo,
+    PlotStyle,
+    format_value,
+    metric_line,
+    sem_line,
+    sweep_title,
+    symmetric_limit,
+    wrap_title,
+)
+
+# The components of the combined figure, in the order information flows through a block.
+PANEL_COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+MAX_ANNOTATED_CELLS = 400
+_CHAR_EM = 0.6  # average DejaVu Sans glyph width, in ems: enough to size cells and ticks
+
+
+@dataclass
+class _Panel:
+    """One heatmap: values and s.e.m. as (n_rows, n_cols) arrays, rows = layers."""
+
+    values: np.ndarray  # (layer, column)
+    sem: np.ndarray  # (layer, column)
+    row_labels: list[str]
+    col_labels: list[str]
+    title: str = ""
+
+
+@dataclass
+class _Geometry:
+    """Cell size and labelling decisions shared by all panels of a figure."""
+
+    annotate: bool
+    show_sem: bool
+    col_w: float  # inches
+    row_h: float  # inches
+    rotate: bool  # column tick labels vertical
+
+
+def layer_pos_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+    """Layer × position heatmap of one sweep; x tick labels are the prompt's tokens/labels."""
+    component, direction, window = _describe(sweep)
+    panel = _grid(sweep, "position")
+    title = sweep_title(info, [component], direction, "layer × position", window)
+    return _figure([panel], title, sweep, info, style, ncols=1, xlabel="Position")
+
+
+def layer_head_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+    """Layer × head heatmap of a sweep that patches each head at all positions at once."""
+    component, direction, window = _describe(sweep)
+    panel = _grid(sweep, "head")
+    title = sweep_title(info, [component], direction, "layer × head", window)
+    return _figure([panel], title, sweep, info, style, ncols=1, xlabel="Head")
+
+
+def head_pos_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+    """One layer × head panel per position (small multiples) on one shared colour scale.
+
+    Small multiples keep each panel a familiar layer × head grid; interleaving heads and
+    positions on one axis would make neither readable.
+    """
+    component, direction, window = _describe(sweep)
+    panels = []
+    for position, rows in sweep.groupby("position", sort=True):
+        panel = _grid(rows, "head")
+        panel.title = _position_title(int(position), str(rows["position_label"].iloc[0]))
+        panels.append(panel)
+    title = sweep_title(info, [component], direction, "layer × head at each position", window)
+    return _figure(panels, title, sweep, info, style, ncols=min(4, len(panels)), xlabel="Head")
+
+
+def panels_figure(sweeps: list[pd.DataFrame], info: ExperimentInfo, style: PlotStyle) -> Figure:
+    """resid / attn_out / mlp_out layer × position sweeps of one direction, side by side.
+
+    One colour scale and one colorbar for all panels, so a colour means the same effect in
+    each: that is the point of putting them together.
+    """
+    components = [_describe(sweep)[0] for sweep in sweeps]
+    direction = _describe(sweeps[0])[1]
+    panels = []
+    for component, sweep in zip(components, sweeps, strict=True):
+        panel = _grid(sweep, "position")
+        panel.title = component
+        panels.append(panel)
+    title = sweep_title(info, components, direction, "layer × position")
+    combined = pd.concat(sweeps, ignore_index=True)
+    return _figure(panels, title, combined, info, style, ncols=len(panels), xlabel="Position")
+
+
+def select_panel_sweeps(grids: dict[str, pd.DataFrame], direction: str) -> list[pd.DataFrame]:
+    """The layer × position sweeps of ``direction`` for the combined figure, one per component.
+
+    When a component was swept more than once (several windows), the smallest window wins,
+    then the first sweep in table order.
+
+    Args:
+        grids: Layer × position sweeps by name, in table order.
+        direction: ``denoise`` or ``noise``.
+    """
+    chosen: dict[str, tuple[int, pd.DataFrame]] = {}
+    for sweep in grids.values():
+        component, sweep_direction, window = _describe(sweep)
+        if sweep_direction != direction or component not in PANEL_COMPONENTS:
+            continue
+        if component not in chosen or window < chosen[component][0]:
+            chosen[component] = (window, sweep)
+    return [chosen[c][1] for c in PANEL_COMPONENTS if c in chosen]
+
+
+def _describe(sweep: pd.DataFrame) -> tuple[str, str, int]:
+    first = sweep.iloc[0]
+    return str(first["component"]), str(first["direction"]), int(sweep["window"].max())
+
+
+def _grid(sweep: pd.DataFrame, column: str) -> _Panel:
+    """Pivot one sweep to a (layer, ``column``) grid; duplicate sites are an input error."""
+    keys = ["layer", column]
+    duplicated = sweep.duplicated(keys)
+    if duplicated.any():
+        site = sweep.loc[duplicated, keys].iloc[0].to_dict()
+        raise ValueError(
+            f"sweep {sweep['sweep'].iloc[0]!r} has several rows for {site}; "
+            "split windows or directions into separate sweeps"
+        )
+    values = sweep.pivot(index="layer", columns=column, values="normalized").sort_index()
+    values = values.sort_index(axis=1)
+    sem = sweep.pivot(index="layer", columns=column, values="sem").loc[values.index]
+    sem = sem[values.columns]
+    window = int(sweep["window"].max())
+    rows = [
+        str(layer) if window == 1 else f"{layer}–{layer + window - 1}" for layer in values.index
+    ]
+    if column == "position":
+        labels = sweep.drop_duplicates("position").set_index("position")["position_label"]
+        cols = [str(labels[p]) for p in values.columns]
+    else:
+        cols = [str(c) for c in values.columns]
+    return _Panel(values.to_numpy(float), sem.to_numpy(float), rows, cols)
+
+
+def _position_title(position: int, label: str) -> str:
+    return f"pos {position}" if label in ("", str(position)) else f"pos {position}: {label}"
+
+
+def _geometry(panels: list[_Panel], style: PlotStyle, ncols: int) -> _Geometry:
+    """Size cells so annotations fit and tick labels never overlap; decide "auto" here."""
+    fs = style.font_size
+    cell_fs = fs - 2
+    n_cells = sum(p.values.size for p in panels)
+    shown = [v for p in panels for v in p.values.ravel() if np.isfinite(v)] or [-0.99]
+    widest = max(len(format(v, style.annotate_fmt)) for v in shown)
+    annotated_w = widest * _CHAR_EM * cell_fs / 72 + 0.1
+    cols_per_row = sum(len(p.col_labels) for p in panels[:ncols])
+    if style.annotate == "auto":
+        fits = cols_per_row * annotated_w + 2.0 <= style.max_width
+        annotate = n_cells <= MAX_ANNOTATED_CELLS and fits
+    else:
+        annotate = bool(style.annotate)
+    show_sem = annotate and any(np.isfinite(p.sem).any() for p in panels)
+    line_h = 1.25 * cell_fs / 72
+    col_w = annotated_w if annotate else 1.5 * fs / 72
+    row_h = (2 * line_h + 0.08 if show_sem else line_h + 0.1) if annotate else 1.5 * fs / 72
+    longest = max(len(label) for p in panels for label in p.col_labels)
+    rotate = longest * _CHAR_EM * fs / 72 > 0.95 * col_w
+    return _Geometry(annotate, show_sem, col_w, row_h, rotate)
+
+
+def _figure(
+    panels: list[_Panel],
+    title: str,
+    sweep: pd.DataFrame,
+    info: ExperimentInfo,
+    style: PlotStyle,
+    ncols: int,
+    xlabel: str,
+) -> Figure:
+    """Lay out the panels, one shared symmetric colour scale and one labelled colorbar."""
+    geo = _geometry(panels, style, ncols)
+    nrows = -(-len(panels) // ncols)
+    fs = style.font_size
+    longest = max(len(label) for p in panels for label in p.col_labels)
+    tick_h = longest * _CHAR_EM * fs / 72 if geo.rotate else fs / 72
+    widths = [len(p.col_labels) for p in panels[:ncols]]
+    panel_h = len(panels[0].row_labels) * geo.row_h
+    width = max(style.width, sum(widths) * geo.col_w + 0.45 * ncols + 1.6)
+    direction = str(sweep["direction"].iloc[0])
+    lines = [
+        title,
+        metric_line(info),
+        DIRECTION_HOW.get(direction, direction),
+        sem_line(sweep["sem"], int(sweep["n_prompts"].max())),
+    ]
+    text = wrap_title(lines, width, fs)
+    title_h = (text.count("\n") + 1) * 1.35 * (fs + 1) / 72
+    panel_titles = 0.25 if any(p.title for p in panels) else 0.0
+    height = max(style.height, nrows * (panel_h + tick_h + 0.5 + panel_titles) + title_h + 0.2)
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.03, hspace=0.04)  # gutters between panels
+    fig.suptitle(text)
+    limit = symmetric_limit(sweep["normalized"], style.min_limit)
+    norm = Normalize(vmin=-limit, vmax=limit)
+    cmap = mpl.colormaps[style.cmap].with_extremes(bad="#d9d9d9")
+    ratios = widths if nrows == 1 else None
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"width_ratios": ratios})
+    mesh = None
+    for index, ax in enumerate(axes.flat):
+        if index >= len(panels):
+            ax.set_axis_off()
+            continue
+        mesh = _draw(ax, panels[index], norm, cmap, geo, style)
+        first_col = index % ncols == 0
+        ax.set_ylabel("Layer" if first_col else "")
+        ax.tick_params(labelleft=first_col)
+        ax.set_xlabel(xlabel)
+    colorbar = fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=min(1.0, 2.5 / height + 0.5))
+    colorbar.set_label(f"{info.metric_label}, normalised\n(0 = corrupted, 1 = clean)")
+    return fig
+
+
+def _draw(
+    ax: Axes, panel: _Panel, norm: Normalize, cmap: Colormap, geo: _Geometry, style: PlotStyle
+) -> object:
+    """One heatmap as vector cells (crisp in PDF/SVG, unlike an upscaled raster image)."""
+    n_rows, n_cols = panel.values.shape
+    mesh = ax.pcolormesh(
+        np.ma.masked_invalid(panel.values), cmap=cmap, norm=norm, edgecolors="face", linewidth=0
+    )
+    ax.set_xlim(0, n_cols)
+    ax.set_ylim(n_rows, 0)
+    ax.set_xticks(np.arange(n_cols) + 0.5, [_tick_text(t) for t in panel.col_labels])
+    ax.set_yticks(np.arange(n_rows) + 0.5, panel.row_labels)
+    ax.tick_params(length=0)
+    if geo.rotate:
+        ax.tick_params(axis="x", labelrotation=90)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if panel.title:
+        ax.set_title(panel.title)
+    if geo.annotate:
+        _annotate(ax, panel, norm, cmap, geo, style)
+    return mesh
+
+
+def _annotate(
+    ax: Axes, panel: _Panel, norm: Normalize, cmap: Colormap, geo: _Geometry, style: PlotStyle
+) -> None:
+    """Write each value (and ``±sem`` beneath it) in a colour readable on its cell."""
+    size = style.font_size - 2
+    for (row, col), value in np.ndenumerate(panel.values):
+        if not np.isfinite(value):
+            continue
+        red, green, blue, _ = cmap(norm(value))
+        colour = "white" if 0.299 * red + 0.587 * green + 0.114 * blue < 0.5 else "black"
+        text = format_value(value, style.annotate_fmt)
+        sem = panel.sem[row, col]
+        if geo.show_sem and np.isfinite(sem):
+            text += "\n±" + format_value(sem, style.annotate_fmt)
+        ax.text(
+            col + 0.5,
+            row + 0.5,
+            text,
+            ha="center",
+            va="center",
+            color=colour,
+            fontsize=size,
+            linespacing=1.0,
+        )
+
+
+def _tick_text(label: str) -> str:
+    """Tokens are shown as they are, except ``$`` (would start mathtext) and newlines."""
+    return label.replace("$", r"\$").replace("\n", "\\n")

@@ -1,0 +1,312 @@
+"""Per-experiment report: ``report.md``, a self-contained ``report.html`` and a metrics JSON.
+
+Sites are ranked by the size of their *effect*, which depends on the direction: denoising
+starts from the corrupted run, so the effect is ``normalized`` itself; noising starts from
+the clean run, so the effect is the drop ``1 - normalized``. Ranking a noising sweep by
+``|normalized|`` would list the sites that changed nothing.
+
+``top_components.json`` is meant for DVC's ``metrics:``. Leaves are numbers where possible
+(``dvc metrics diff`` only diffs numbers): the top sites' ``layer``/``head``/``position``
+are numeric so a diff shows when the most important site moves, not only when its value
+changes; the human-readable ``site`` string is shown by ``dvc metrics show``. A missing
+s.e.m. (one prompt) is written as ``null`` because JSON has no NaN.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from patchsweep.plotting.style import (
+    DIRECTION_VERBS,
+    ExperimentInfo,
+    PlotStyle,
+    atomic_write_text,
+)
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+TOP_COMPONENTS = "top_components.json"
+
+_CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #ccc;padding:.25em .6em}
+th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;height:auto;border:1px solid #eee}p.note{color:#555;font-size:.92em}
+code{background:#f4f4f4;padding:0 .2em}
+""".strip()
+
+
+def effect(direction: str, normalized: pd.Series) -> pd.Series:
+    """Signed effect of patching: recovery from 0 (denoise) or drop from 1 (noise)."""
+    return 1.0 - normalized if direction == "noise" else normalized
+
+
+def top_sites(sweep: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The ``k`` sites of one sweep with the largest |effect|, largest first.
+
+    Ties (and NaN effects, which go last) are broken by layer, head, position, so the
+    order never depends on the row order of the input.
+    """
+    direction = str(sweep["direction"].iloc[0])
+    ranked = sweep.assign(effect=effect(direction, sweep["normalized"]))
+    ranked = ranked.assign(_size=ranked["effect"].abs().fillna(-1.0))
+    ranked = ranked.sort_values(
+        ["_size", "layer", "head", "position"],
+        ascending=[False, True, True, True],
+        kind="mergesort",
+    )
+    return ranked.drop(columns="_size").head(k).reset_index(drop=True)
+
+
+def site_label(row: pd.Series) -> str:
+    """Short site name such as ``L3 pos 5 (S2)``, ``L3 H7``, or ``L3–5`` for a window."""
+    layer, window = int(row["layer"]), int(row["window"])
+    parts = [f"L{layer}" if window == 1 else f"L{layer}–{layer + window - 1}"]
+    if int(row["head"]) >= 0:
+        parts.append(f"H{int(row['head'])}")
+    if int(row["position"]) >= 0:
+        label = str(row["position_label"])
+        shown = label.strip() or repr(label)
+        parts.append(
+            f"pos {int(row['position'])}" + ("" if label == str(row["position"]) else f" ({shown})")
+        )
+    return " ".join(parts)
+
+
+def top_components(sweeps: dict[str, pd.DataFrame], k: int) -> dict[str, dict]:
+    """Per sweep, the top-``k`` sites as a DVC-metrics-friendly nested dict."""
+    result: dict[str, dict] = {}
+    for name, sweep in sweeps.items():
+        entry: dict[str, object] = {
+            "component": str(sweep["component"].iloc[0]),
+            "direction": str(sweep["direction"].iloc[0]),
+            "max_abs_effect": _number(
+                effect(str(sweep["direction"].iloc[0]), sweep["normalized"]).abs().max()
+            ),
+        }
+        for rank, row in top_sites(sweep, k).iterrows():
+            entry[f"top{rank + 1}"] = {
+                "site": site_label(row),
+                "layer": int(row["layer"]),
+                "head": int(row["head"]),
+                "position": int(row["position"]),
+                "normalized": _number(row["normalized"]),
+                "sem": _number(row["sem"]),
+                "effect": _number(row["effect"]),
+            }
+        result[name] = entry
+    return result
+
+
+def write_report_files(
+    sweeps: dict[str, pd.DataFrame],
+    baselines: dict,
+    figures: list[Path],
+    info: ExperimentInfo,
+    style: PlotStyle,
+    out_dir: Path,
+) -> list[Path]:
+    """Write the three report files; see :func:`patchsweep.plotting.write_report`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_stem: dict[str, list[Path]] = {}
+    for figure in figures:
+        by_stem.setdefault(Path(figure).stem, []).append(Path(figure))
+    sections = []
+    for name, sweep in sweeps.items():
+        sections.append(
+            (name, _describe(sweep, info), top_sites(sweep, style.top_k), by_stem.pop(name, []))
+        )
+    extra = sorted(by_stem.items())
+
+    md_path, html_path, json_path = (
+        out_dir / REPORT_MD,
+        out_dir / REPORT_HTML,
+        out_dir / TOP_COMPONENTS,
+    )
+    atomic_write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
+    atomic_write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
+    metrics = top_components(sweeps, style.top_k)
+    atomic_write_text(json_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    return [md_path, html_path, json_path]
+
+
+def _describe(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
+    first = sweep.iloc[0]
+    verb = DIRECTION_VERBS.get(str(first["direction"]), str(first["direction"]))
+    by_head, by_position = bool((sweep["head"] >= 0).any()), bool((sweep["position"] >= 0).any())
+    axes = ["layer", "head" if by_head else "", "position" if by_position else ""]
+    what = " × ".join(a for a in axes if a)
+    window = int(sweep["window"].max())
+    windowed = f" ({window}-layer windows)" if window > 1 else ""
+    return (
+        f"{verb} {first['component']} by {what}{windowed}: {len(sweep)} sites, {info.metric_label}"
+    )
+
+
+def _number(value: object) -> float | None:
+    number = float(value)  # type: ignore[arg-type]
+    return round(number, 6) if math.isfinite(number) else None
+
+
+def _fmt(value: object, spec: str) -> str:
+    number = float(value)  # type: ignore[arg-type]
+    return format(number, spec) if math.isfinite(number) else "n/a"
+
+
+def _accuracy(value: object) -> str:
+    if value is None or not math.isfinite(float(value)):  # type: ignore[arg-type]
+        return "n/a"
+    return f"{float(value):.1%}"  # type: ignore[arg-type]
+
+
+def _baseline_rows(baselines: dict, spec: str) -> list[tuple[str, str, str]]:
+    rows = []
+    for run in ("clean", "corrupted"):
+        mean, sem = baselines.get(run, math.nan), baselines.get(f"{run}_sem", math.nan)
+        value = _fmt(mean, spec) + ("" if _fmt(sem, spec) == "n/a" else f" ± {_fmt(sem, spec)}")
+        rows.append((run, value, _accuracy(baselines.get(f"{run}_accuracy"))))
+    return rows
+
+
+def _gap(baselines: dict, spec: str) -> str:
+    gap = float(baselines.get("clean", math.nan)) - float(baselines.get("corrupted", math.nan))
+    n = baselines.get("n_prompts", "n/a")
+    unit = "the unit of the normalised scale"
+    return f"Prompts: {n}. Clean − corrupted gap ({unit}): {_fmt(gap, spec)}."
+
+
+def _top_rows(top: pd.DataFrame, spec: str) -> list[tuple[str, str, str, str]]:
+    rows = []
+    for rank, row in top.iterrows():
+        sem = _fmt(row["sem"], spec)
+        value = _fmt(row["normalized"], spec) + ("" if sem == "n/a" else f" ± {sem}")
+        rows.append((str(rank + 1), site_label(row), value, _fmt(row["metric"], spec)))
+    return rows
+
+
+def _intro(baselines: dict, info: ExperimentInfo) -> str:
+    n = baselines.get("n_prompts", "n/a")
+    return (
+        f"Metric: {info.metric_label}, averaged over {n} prompts. Normalised effect = "
+        "(patched − corrupted) / (clean − corrupted): 0 = corrupted, 1 = clean. Sites are "
+        "ranked by |normalised| for denoising and by |1 − normalised| (the drop) for noising."
+    )
+
+
+def _markdown(sections, extra, baselines, info, style, out_dir) -> str:
+    spec = style.annotate_fmt
+    out = [
+        f"# Activation patching — {_md(info.model)} on {_md(info.dataset)}",
+        "",
+        _md(_intro(baselines, info)),
+        "",
+    ]
+    out += [
+        "## Baselines",
+        "",
+        f"| run | {_md(info.metric_label)} (mean ± s.e.m.) | accuracy |",
+        "|---|---:|---:|",
+    ]
+    out += [f"| {run} | {value} | {acc} |" for run, value, acc in _baseline_rows(baselines, spec)]
+    out += ["", _md(_gap(baselines, spec)), ""]
+    for name, description, top, figures in sections:
+        out += [f"## {_md(name)}", "", _md(description) + ".", ""]
+        out += [
+            f"Top {len(top)} sites:",
+            "",
+            f"| rank | site | normalised ± s.e.m. | {_md(info.metric_label)} |",
+            "|---:|---|---:|---:|",
+        ]
+        out += [f"| {r} | {_md(s)} | {v} | {m} |" for r, s, v, m in _top_rows(top, spec)]
+        out += ["", *_md_figures(name, figures, out_dir)]
+    for stem, figures in extra:
+        out += [f"## {_md(stem)}", "", *_md_figures(stem, figures, out_dir)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_figures(name: str, figures: list[Path], out_dir: Path) -> list[str]:
+    pngs = [f for f in figures if f.suffix == ".png"]
+    lines = [f"![{_md(name)}]({_relative(f, out_dir)})" for f in pngs]
+    others = [
+        f"[{f.suffix[1:].upper()}]({_relative(f, out_dir)})" for f in figures if f.suffix != ".png"
+    ]
+    if others:
+        lines.append(("Also as: " if pngs else "Figure: ") + ", ".join(others))
+    return [*lines, ""] if lines else []
+
+
+def _html(sections, extra, baselines, info, style, out_dir) -> str:
+    spec, esc = style.annotate_fmt, html.escape
+    title = f"Activation patching — {info.model} on {info.dataset}"
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">']
+    out += [f"<title>{esc(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>"]
+    out += [
+        f"<h1>{esc(title)}</h1>",
+        f"<p>{esc(_intro(baselines, info))}</p>",
+        "<h2>Baselines</h2>",
+    ]
+    header = ("run", f"{info.metric_label} (mean ± s.e.m.)", "accuracy")
+    out.append(_html_table(header, _baseline_rows(baselines, spec), numeric=(1, 2)))
+    out.append(f"<p>{esc(_gap(baselines, spec))}</p>")
+    for name, description, top, figures in sections:
+        out += [f'<h2 id="{esc(name)}">{esc(name)}</h2>', f"<p>{esc(description)}.</p>"]
+        header = ("rank", "site", "normalised ± s.e.m.", info.metric_label)
+        out.append(_html_table(header, _top_rows(top, spec), numeric=(0, 2, 3)))
+        out += _html_figures(name, figures, out_dir)
+    for stem, figures in extra:
+        out += [f'<h2 id="{esc(stem)}">{esc(stem)}</h2>', *_html_figures(stem, figures, out_dir)]
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _html_table(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[int, ...]
+) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{html.escape(c)}</td>'
+            if i in numeric
+            else f"<td>{html.escape(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
+
+
+def _html_figures(name: str, figures: list[Path], out_dir: Path) -> list[str]:
+    """PNGs embedded as data URIs; vector versions linked by relative path, never by URL."""
+    out = []
+    for figure in figures:
+        if figure.suffix == ".png":
+            data = base64.b64encode(figure.read_bytes()).decode("ascii")
+            out.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
+    links = [
+        f'<a href="{html.escape(_relative(f, out_dir))}">{f.suffix[1:].upper()}</a>'
+        for f in figures
+        if f.suffix != ".png"
+    ]
+    if links:
+        out.append(f'<p class="note">Vector versions beside this report: {", ".join(links)}</p>')
+    return out
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path, out_dir)).as_posix()
+
+
+def _md(text: str) -> str:
+    """Escape Markdown syntax in tokens and names; ``_`` inside a word needs none."""
+    text = re.sub(r"([\\`*\[\]<>|#])", r"\\\1", text)
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)

@@ -1,0 +1,1 @@
+"""One module per DVC stage: a plain ``run(...)`` function the thin ``stages/`` scripts call."""

@@ -1,0 +1,64 @@
+"""Stage capture: run clean and corrupted prompts once; cache every activation to disk."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from patchsweep.capture import CAPTURED, capture_run
+from patchsweep.config import load_config
+from patchsweep.errors import DataError
+from patchsweep.io import write_tensors
+from patchsweep.models import load_model
+from patchsweep.paths import RUNS, ExperimentPaths
+from patchsweep.steps.inputs import load_tokenized
+
+log = logging.getLogger(__name__)
+
+
+def run(exp: ExperimentPaths) -> None:
+    """Write ``activations/{clean,corrupted}.safetensors`` and ``final_logits.safetensors``."""
+    cfg = load_config(exp.config)
+    torch.manual_seed(cfg.seed)
+    pairs, token_hash = load_tokenized(exp)
+    model = load_model(cfg.model)
+    if int(pairs.lengths.max()) > _max_positions(model):
+        raise DataError(
+            f"the longest prompt has {int(pairs.lengths.max())} tokens, more than the "
+            f"model's {_max_positions(model)} positions",
+            "shorten the prompts or use a model with a longer context",
+        )
+    meta = {**model.identity(), "tokens_hash": token_hash, "seed": cfg.seed}
+    ids = {"clean": pairs.clean_ids, "corrupted": pairs.corrupted_ids}
+    logits = {}
+    for run_name in RUNS:
+        acts = capture_run(
+            model,
+            ids[run_name],
+            pairs.lengths,
+            desc=f"capture {run_name}",
+            progress=cfg.engine.progress,
+        )
+        for key in (*CAPTURED, "logits"):
+            if not bool(torch.isfinite(acts[key]).all()):
+                raise DataError(
+                    f"the {run_name} run produced NaN or inf in {key}",
+                    "use model.dtype=float32, or check the model weights",
+                )
+        logits[run_name] = acts.pop("logits")
+        write_tensors(
+            exp.activations(run_name), {k: acts[k] for k in CAPTURED}, {**meta, "run": run_name}
+        )
+        log.info("wrote %s", exp.activations(run_name))
+    write_tensors(exp.final_logits, logits, meta)
+    log.info("wrote %s", exp.final_logits)
+
+
+def _max_positions(model) -> int:
+    config = model.hf.config
+    return int(
+        getattr(config, "n_positions", None)
+        or getattr(config, "max_position_embeddings", None)
+        or 10**9
+    )

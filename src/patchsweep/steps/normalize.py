@@ -1,0 +1,55 @@
+"""Stage normalize: every sweep's raw metrics → one tidy results table + baselines JSON."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from patchsweep.config import load_config
+from patchsweep.io import check_meta, read_csv, read_meta, read_tensors, write_csv, write_json
+from patchsweep.metrics import get_metric, top1_correct
+from patchsweep.normalize import aggregate, baseline_stats, normalize
+from patchsweep.paths import ExperimentPaths
+from patchsweep.steps.inputs import load_tokenized
+
+log = logging.getLogger(__name__)
+
+
+def run(exp: ExperimentPaths) -> None:
+    """Write ``results.csv`` (per site), ``per_prompt.csv`` and ``baselines.json``."""
+    cfg = load_config(exp.config)
+    pairs, token_hash = load_tokenized(exp)
+    check_meta(exp.final_logits, read_meta(exp.final_logits), {"tokens_hash": token_hash})
+    logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
+    metric = get_metric(cfg.metric.name)
+    clean = metric(logits["clean"], pairs.correct_ids, pairs.incorrect_ids)
+    corrupted = metric(logits["corrupted"], pairs.correct_ids, pairs.incorrect_ids)
+    stats = baseline_stats(clean, corrupted)
+    baselines = {
+        "model": cfg.model.name,
+        "dataset": cfg.dataset.name,
+        "metric": cfg.metric.name,
+        **stats,
+        "clean_accuracy": float(top1_correct(logits["clean"], pairs.correct_ids).float().mean()),
+        "corrupted_accuracy": float(
+            top1_correct(logits["corrupted"], pairs.correct_ids).float().mean()
+        ),
+        "n_prompts": pairs.n_pairs,
+    }
+    raw = pd.concat([read_csv(exp.patch(name)) for name in cfg.sweeps], ignore_index=True)
+    per_prompt = normalize(raw, stats["clean"], stats["corrupted"])
+    table = aggregate(per_prompt)
+    write_csv(exp.table, table)
+    write_csv(exp.per_prompt, per_prompt)
+    write_json(exp.baselines, baselines)
+    log.info(
+        "clean %s %.3f ± %.3f, corrupted %.3f ± %.3f over %d prompts; wrote %s",
+        cfg.metric.name,
+        stats["clean"],
+        stats["clean_sem"],
+        stats["corrupted"],
+        stats["corrupted_sem"],
+        pairs.n_pairs,
+        exp.table,
+    )

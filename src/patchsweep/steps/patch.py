@@ -1,0 +1,73 @@
+"""Stage patch: one sweep over cached activations, raw metric per site × prompt."""
+
+from __future__ import annotations
+
+import logging
+
+from patchsweep.config import load_config
+from patchsweep.errors import ConfigError
+from patchsweep.io import write_csv
+from patchsweep.metrics import get_metric
+from patchsweep.models import load_model
+from patchsweep.patching import PatchInputs, run_patches
+from patchsweep.paths import ExperimentPaths
+from patchsweep.steps.inputs import load_activations, load_tokenized
+from patchsweep.sweeps import build_sites, tidy_table
+
+log = logging.getLogger(__name__)
+
+# Where each component is stored in the capture files, and which layers of it.
+STORAGE = {
+    "resid_pre": ("resid", slice(0, -1)),
+    "resid_post": ("resid", slice(1, None)),
+    "attn_out": ("attn_out", slice(None)),
+    "mlp_out": ("mlp_out", slice(None)),
+    "z": ("z", slice(None)),
+}
+
+
+def run(exp: ExperimentPaths, sweep_name: str) -> None:
+    """Run the sweep ``sweep_name`` and write its tidy per-prompt table."""
+    cfg = load_config(exp.config)
+    if sweep_name not in cfg.sweeps:
+        raise ConfigError(
+            f"sweep {sweep_name!r} is not in {exp.config} (has: {sorted(cfg.sweeps)})",
+            "define it under sweeps: in conf/sweep/ and list it in params.yaml",
+        )
+    sweep = cfg.sweeps[sweep_name]
+    pairs, token_hash = load_tokenized(exp)
+    model = load_model(cfg.model)
+    sites = build_sites(sweep_name, sweep, pairs, model.dims)
+    source_run, target_run = (
+        ("clean", "corrupted") if sweep.direction == "denoise" else ("corrupted", "clean")
+    )
+    expected = {**model.identity(), "tokens_hash": token_hash}
+    key, layers = STORAGE[sweep.component]
+    source = load_activations(exp, source_run, [key], expected)[key][:, layers]
+    target_resid = load_activations(exp, target_run, ["resid"], expected)["resid"]
+    target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
+    log.info(
+        "sweep %s: %s %s, %d sites × %d prompts (%s into the %s run)",
+        sweep_name,
+        sweep.direction,
+        sweep.component,
+        len(sites),
+        pairs.n_pairs,
+        source_run,
+        target_run,
+    )
+    metric = run_patches(
+        model,
+        sweep.component,
+        sites,
+        PatchInputs(
+            target_ids, pairs.lengths, source, target_resid, pairs.correct_ids, pairs.incorrect_ids
+        ),
+        get_metric(cfg.metric.name),
+        budget_mb=cfg.engine.memory_budget_mb,
+        max_batch=cfg.engine.max_batch,
+        progress=cfg.engine.progress,
+        desc=f"patch {sweep_name}",
+    )
+    write_csv(exp.patch(sweep_name), tidy_table(sweep_name, sweep, sites, metric))
+    log.info("wrote %s", exp.patch(sweep_name))

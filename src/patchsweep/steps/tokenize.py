@@ -1,0 +1,65 @@
+"""Stage tokenize: the dataset's prompt pairs → validated token ids and named positions."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from patchsweep.config import DatasetConfig, load_config
+from patchsweep.datasets.base import PromptPair
+from patchsweep.datasets.explicit import pairs_from_config
+from patchsweep.io import tensor_hash, write_json, write_tensors
+from patchsweep.models import load_tokenizer
+from patchsweep.paths import ExperimentPaths
+from patchsweep.tokenize import tokenize_pairs
+
+log = logging.getLogger(__name__)
+
+
+def load_pairs(cfg: DatasetConfig) -> list[PromptPair]:
+    """The pairs a dataset config describes: written out, or made by a generator."""
+    if cfg.generator == "pairs":
+        return pairs_from_config(cfg.pairs)
+    from patchsweep.datasets import generate
+
+    return generate(cfg.generator, n_pairs=cfg.n_pairs, seed=cfg.seed, **cfg.options)
+
+
+def run(exp: ExperimentPaths) -> None:
+    """Tokenize, validate, and write ``tokens.safetensors`` and ``prompts.json``."""
+    cfg = load_config(exp.config)
+    pairs = load_pairs(cfg.dataset)
+    duplicates = [p for p, n in Counter((p.clean, p.corrupted) for p in pairs).items() if n > 1]
+    if duplicates:
+        log.warning(
+            "%d prompt pair(s) occur more than once, e.g. %r: they weigh double in the mean",
+            len(duplicates),
+            duplicates[0][0],
+        )
+    tokenized = tokenize_pairs(pairs, load_tokenizer(cfg.model))
+    token_hash = tensor_hash(tokenized.clean_ids, tokenized.corrupted_ids, tokenized.lengths)
+    meta = {"tokens_hash": token_hash, "tokenizer": cfg.model.path, "dataset": cfg.dataset.name}
+    write_tensors(exp.tokens, tokenized.to_tensors(), meta)
+    write_json(
+        exp.prompts,
+        {
+            **meta,
+            "pairs": [
+                {
+                    "clean": p.clean,
+                    "corrupted": p.corrupted,
+                    "correct": list(p.correct),
+                    "incorrect": list(p.incorrect),
+                    "template": p.template,
+                    "tokens": tokens,
+                }
+                for p, tokens in zip(pairs, tokenized.tokens, strict=True)
+            ],
+        },
+    )
+    log.info(
+        "tokenized %d pairs (lengths %s) into %s",
+        tokenized.n_pairs,
+        sorted(set(tokenized.lengths.tolist())),
+        exp.tokens,
+    )

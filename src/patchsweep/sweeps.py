@@ -1,0 +1,143 @@
+"""From a sweep's config to its sites, and from the engine's numbers to a tidy table.
+
+Positions are compared across prompts by name: ``positions: each`` sweeps every token
+position (prompts must share one length), ``labels`` sweeps the named positions (IO, S1,
+S2, END, …) wherever they fall in each prompt, ``all`` patches every position at once,
+and ``auto`` picks ``each`` for one prompt or one aligned template, else ``labels``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import torch
+
+from patchsweep.components import Dimensions
+from patchsweep.config import SweepConfig
+from patchsweep.errors import ConfigError
+from patchsweep.patching import Sites
+from patchsweep.tokenize import END, TokenizedPairs
+
+log = logging.getLogger(__name__)
+
+TABLE_COLUMNS = [
+    "sweep",
+    "component",
+    "direction",
+    "layer",
+    "head",
+    "position",
+    "position_label",
+    "window",
+    "prompt",
+    "metric",
+]
+
+
+def checked_indices(
+    name: str, key: str, values: list[int] | None, size: int, what: str
+) -> list[int]:
+    """The layers or heads a sweep asks for, each checked against the model."""
+    if values is None:
+        return list(range(size))
+    bad = [v for v in values if not 0 <= v < size]
+    if bad:
+        raise ConfigError(
+            f"sweeps.{name}.{key} has {bad}, but the model has {size} {what} (0–{size - 1})",
+            f"use {key} between 0 and {size - 1}, or null for all",
+        )
+    return sorted(set(values))
+
+
+def position_mode(sweep: SweepConfig, pairs: TokenizedPairs) -> str:
+    """Resolve ``auto`` to ``each`` or ``labels`` for this dataset."""
+    if sweep.positions != "auto":
+        return sweep.positions
+    one_length = int(pairs.lengths.unique().numel()) == 1
+    one_template = len(set(pairs.templates)) == 1
+    return "each" if one_length and (pairs.n_pairs == 1 or one_template) else "labels"
+
+
+def position_sites(
+    name: str, sweep: SweepConfig, pairs: TokenizedPairs
+) -> tuple[torch.Tensor, list[str]]:
+    """(P, N) positions per prompt and their P labels."""
+    mode = position_mode(sweep, pairs)
+    n = pairs.n_pairs
+    if mode == "all":
+        return torch.full((1, n), -1, dtype=torch.long), ["all"]
+    if mode == "each":
+        if int(pairs.lengths.unique().numel()) != 1:
+            raise ConfigError(
+                f"sweeps.{name}.positions is 'each' but the prompts have different lengths "
+                f"({sorted(set(pairs.lengths.tolist()))})",
+                f"set sweeps.{name}.positions: labels to compare named positions instead",
+            )
+        length = int(pairs.lengths[0])
+        names = _names_by_position(pairs, length)
+        labels = [
+            pairs.tokens[0][p] if n == 1 else names.get(p, pairs.tokens[0][p])
+            for p in range(length)
+        ]
+        return torch.arange(length).unsqueeze(1).expand(length, n).clone(), labels
+    found = {k: v for k, v in pairs.label_positions.items() if bool((v >= 0).all())}
+    if set(found) == {END} and len(pairs.label_positions) > 1:
+        log.warning("sweeps.%s: only END is labelled in every prompt", name)
+    ordered = sorted(found, key=lambda k: (float(found[k].float().mean()), k))
+    return torch.stack([found[k] for k in ordered]), ordered
+
+
+def _names_by_position(pairs: TokenizedPairs, length: int) -> dict[int, str]:
+    """Labels that sit at the same position in every prompt, by position."""
+    names = {}
+    for label, pos in pairs.label_positions.items():
+        if bool((pos == pos[0]).all()) and 0 <= int(pos[0]) < length:
+            names.setdefault(int(pos[0]), label)
+    return names
+
+
+def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dimensions) -> Sites:
+    """Every (layer, head, position) site of a sweep."""
+    layers = checked_indices(name, "layers", sweep.layers, dims.n_layers, "layers")
+    heads = (
+        checked_indices(name, "heads", sweep.heads, dims.n_heads, "heads")
+        if sweep.component == "z"
+        else [-1]
+    )
+    positions, labels = position_sites(name, sweep, pairs)
+    every_position = labels == ["all"]
+    rows_l, rows_h, rows_p, rows_lab, rows_slot = [], [], [], [], []
+    for layer in layers:
+        for p in range(positions.shape[0]):
+            for head in heads:
+                rows_l.append(layer)
+                rows_h.append(head)
+                rows_p.append(positions[p])
+                rows_lab.append(labels[p])
+                rows_slot.append(-1 if every_position else p)
+    return Sites(
+        layers=torch.tensor(rows_l, dtype=torch.long),
+        heads=torch.tensor(rows_h, dtype=torch.long),
+        positions=torch.stack(rows_p),
+        labels=rows_lab,
+        slots=torch.tensor(rows_slot, dtype=torch.long),
+    )
+
+
+def tidy_table(name: str, sweep: SweepConfig, sites: Sites, metric: torch.Tensor) -> pd.DataFrame:
+    """One row per site × prompt with the raw metric after the patch."""
+    n_sites, n_prompts = metric.shape
+    records = {
+        "sweep": name,
+        "component": sweep.component,
+        "direction": sweep.direction,
+        "layer": sites.layers.repeat_interleave(n_prompts).tolist(),
+        "head": sites.heads.repeat_interleave(n_prompts).tolist(),
+        "position": sites.slots.repeat_interleave(n_prompts).tolist(),
+        "position_label": [sites.labels[k] for k in range(n_sites) for _ in range(n_prompts)],
+        "window": 1,
+        "prompt": list(range(n_prompts)) * n_sites,
+        "metric": metric.flatten().tolist(),
+    }
+    return pd.DataFrame(records, columns=TABLE_COLUMNS)

@@ -1,0 +1,178 @@
+"""Prompt pairs → aligned token ids, answer ids and named positions, validated.
+
+Patching compares the clean and corrupted runs position by position, so the two prompts
+of a pair must have the same token length, and each answer must be one next token.
+Prompts of different lengths are stored right-padded with their lengths; the engine only
+ever batches prompts of one length, so padding never enters a forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from patchsweep.datasets.base import PromptPair
+from patchsweep.errors import DataError
+
+END = "END"
+
+
+@dataclass
+class TokenizedPairs:
+    """Token ids of a dataset, right-padded to the longest prompt.
+
+    Attributes:
+        clean_ids: (N, T) clean prompt ids; positions ≥ ``lengths[i]`` are padding (0).
+        corrupted_ids: (N, T) corrupted prompt ids, same lengths as clean.
+        lengths: (N,) token length of each pair.
+        correct_ids: (N, Kc) ids of the rewarded answers, −1 where a row has fewer.
+        incorrect_ids: (N, Ki) ids of the penalised answers, −1 where a row has fewer.
+        label_positions: label → (N,) token position of that label, −1 where absent.
+        tokens: per pair, the clean prompt's token strings (for tick labels and logs).
+        templates: per pair, the template that produced it.
+    """
+
+    clean_ids: torch.Tensor
+    corrupted_ids: torch.Tensor
+    lengths: torch.Tensor
+    correct_ids: torch.Tensor
+    incorrect_ids: torch.Tensor
+    label_positions: dict[str, torch.Tensor]
+    tokens: list[list[str]]
+    templates: list[str]
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.lengths.shape[0])
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors to store; labels under ``label.<name>``."""
+        out = {
+            "clean_ids": self.clean_ids,
+            "corrupted_ids": self.corrupted_ids,
+            "lengths": self.lengths,
+            "correct_ids": self.correct_ids,
+            "incorrect_ids": self.incorrect_ids,
+        }
+        out.update({f"label.{k}": v for k, v in self.label_positions.items()})
+        return out
+
+    @classmethod
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], tokens: list[list[str]], templates: list[str]
+    ) -> TokenizedPairs:
+        labels = {k.removeprefix("label."): v for k, v in tensors.items() if k.startswith("label.")}
+        return cls(
+            clean_ids=tensors["clean_ids"],
+            corrupted_ids=tensors["corrupted_ids"],
+            lengths=tensors["lengths"],
+            correct_ids=tensors["correct_ids"],
+            incorrect_ids=tensors["incorrect_ids"],
+            label_positions=labels,
+            tokens=tokens,
+            templates=templates,
+        )
+
+
+def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPairs:
+    """Tokenize and validate prompt pairs.
+
+    Raises:
+        DataError: no pairs; a pair whose prompts differ in token length; an answer that
+            is not exactly one known token; a label that points at no token.
+    """
+    if not pairs:
+        raise DataError("the dataset has no prompt pairs", "set dataset.n_pairs ≥ 1 or add pairs")
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    clean_rows, corrupted_rows, correct_rows, incorrect_rows = [], [], [], []
+    tokens: list[list[str]] = []
+    labels: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        clean, offsets = _encode(tokenizer, pair.clean, index, "clean")
+        corrupted, _ = _encode(tokenizer, pair.corrupted, index, "corrupted")
+        if len(clean) != len(corrupted):
+            raise DataError(
+                f"pair {index}: clean has {len(clean)} tokens but corrupted has "
+                f"{len(corrupted)} ({pair.clean!r} vs {pair.corrupted!r})",
+                "patching aligns the prompts position by position: make both prompts the "
+                "same token length (e.g. swap names that are one token each)",
+            )
+        correct_rows.append(_answer_ids(tokenizer, pair.correct, index, "correct", unk_id))
+        incorrect_rows.append(_answer_ids(tokenizer, pair.incorrect, index, "incorrect", unk_id))
+        for name, offset in pair.labels.items():
+            labels.setdefault(name, [-1] * len(pairs))[index] = _token_at(
+                offsets, offset, index, name
+            )
+        clean_rows.append(clean)
+        corrupted_rows.append(corrupted)
+        tokens.append([_display(t) for t in tokenizer.convert_ids_to_tokens(clean)])
+    lengths = torch.tensor([len(r) for r in clean_rows], dtype=torch.long)
+    labels[END] = (lengths - 1).tolist()
+    return TokenizedPairs(
+        clean_ids=_pad(clean_rows, 0),
+        corrupted_ids=_pad(corrupted_rows, 0),
+        lengths=lengths,
+        correct_ids=_pad(correct_rows, -1),
+        incorrect_ids=_pad(incorrect_rows, -1),
+        label_positions={k: torch.tensor(v, dtype=torch.long) for k, v in labels.items()},
+        tokens=tokens,
+        templates=[p.template for p in pairs],
+    )
+
+
+def _encode(tokenizer: Any, text: str, index: int, which: str) -> tuple[list[int], list]:
+    if not text.strip():
+        raise DataError(f"pair {index}: the {which} prompt is empty", "give every pair a prompt")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), list(enc["offset_mapping"])
+
+
+def _answer_ids(
+    tokenizer: Any, answers: Sequence[str], index: int, which: str, unk_id: int | None
+) -> list[int]:
+    if not answers:
+        raise DataError(f"pair {index} has no {which} answer", f"give at least one {which} answer")
+    ids = []
+    for answer in answers:
+        encoded = tokenizer(answer, add_special_tokens=False)["input_ids"]
+        if len(encoded) != 1:
+            pieces = tokenizer.convert_ids_to_tokens(encoded)
+            raise DataError(
+                f"pair {index}: {which} answer {answer!r} is {len(encoded)} tokens {pieces}",
+                "the metric reads one next-token logit per answer: use an answer that is a "
+                "single token for this tokenizer (GPT-2 style: with its leading space)",
+            )
+        if unk_id is not None and encoded[0] == unk_id:
+            raise DataError(
+                f"pair {index}: {which} answer {answer!r} is not in the model's vocabulary",
+                "use a word the tokenizer knows (it maps this one to the unknown token)",
+            )
+        ids.append(encoded[0])
+    return ids
+
+
+def _token_at(offsets: list, char_offset: int, index: int, name: str) -> int:
+    """The token whose character span holds ``char_offset`` (after leading spaces)."""
+    for position, (start, end) in enumerate(offsets):
+        if start <= char_offset < end or (start >= char_offset and end > start):
+            return position
+    raise DataError(
+        f"pair {index}: label {name!r} points at character {char_offset}, past the prompt",
+        "label offsets are character positions of the labelled word in the clean prompt",
+    )
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def _display(token: str) -> str:
+    """GPT-2 style byte tokens mark a leading space with Ġ; show it as a space."""
+    return token.replace("Ġ", " ").replace("Ċ", "\\n")

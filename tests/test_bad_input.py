@@ -1,0 +1,281 @@
+"""The bad-input matrix: every way of feeding the pipeline something wrong ends with a
+message that names the problem and the fix, exit status 2, and no output file left behind
+(or, for suspicious but valid input, a warning)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import yaml
+from project import EXP, TINY_PAIRS, files_under, run_and_fail, run_through_patch, write_dataset
+from safetensors.torch import load_file, save_file
+
+from patchsweep.steps import compose, normalize, patch, tokenize
+
+
+def set_sweep(project, name: str, spec: str) -> None:
+    sweep_file = project / "conf" / "sweep" / "default.yaml"
+    lines = [ln for ln in sweep_file.read_text().splitlines() if not ln.startswith(f"{name}:")]
+    sweep_file.write_text("\n".join([*lines, f"{name}: {spec}", ""]))
+
+
+def tokenize_fails(project, capsys, pairs) -> str:
+    write_dataset(project, pairs)
+    compose.run(EXP)
+    err = run_and_fail(tokenize.run, capsys, EXP)
+    assert "fix:" in err
+    assert files_under(EXP.cache) == []
+    return err
+
+
+# --- prompts and answers -------------------------------------------------------------
+
+
+def test_unequal_token_lengths(project, capsys):
+    pairs = [dict(TINY_PAIRS[0], corrupted="When Mary and John went to the store , John gave")]
+    err = tokenize_fails(project, capsys, pairs)
+    assert "pair 0: clean has 14 tokens but corrupted has 11" in err
+    assert "same token length" in err
+
+
+def test_answer_of_several_tokens(project, capsys):
+    err = tokenize_fails(project, capsys, [dict(TINY_PAIRS[0], correct=[" John Mary"])])
+    assert "correct answer ' John Mary' is 2 tokens" in err and "single token" in err
+
+
+def test_answer_missing_from_the_vocabulary(project, capsys):
+    err = tokenize_fails(project, capsys, [dict(TINY_PAIRS[0], incorrect=[" Zebedee"])])
+    assert "incorrect answer ' Zebedee' is not in the model's vocabulary" in err
+
+
+def test_empty_dataset(project, capsys):
+    err = tokenize_fails(project, capsys, [])
+    assert "dataset.pairs is empty" in err
+
+
+def test_empty_prompt(project, capsys):
+    pair = dict(TINY_PAIRS[0], clean=" ", corrupted=" ", labels={})
+    err = tokenize_fails(project, capsys, [pair])
+    assert "pair 0: the clean prompt is empty" in err
+
+
+def test_pair_missing_a_field(project, capsys):
+    pair = {k: v for k, v in TINY_PAIRS[0].items() if k != "correct"}
+    err = tokenize_fails(project, capsys, [pair])
+    assert "dataset.pairs[0] lacks correct" in err
+
+
+def test_label_naming_a_word_not_in_the_prompt(project, capsys):
+    pair = dict(TINY_PAIRS[0], labels={"IO": "Bob"})
+    err = tokenize_fails(project, capsys, [pair])
+    assert "labels.IO: 'Bob' does not occur 1 time(s)" in err
+
+
+def test_duplicate_prompts_warn_but_run(project, caplog):
+    write_dataset(project, [TINY_PAIRS[0], TINY_PAIRS[0], TINY_PAIRS[1]])
+    compose.run(EXP)
+    with caplog.at_level(logging.WARNING):
+        tokenize.run(EXP)
+    assert "1 prompt pair(s) occur more than once" in caplog.text
+    assert EXP.tokens.is_file()
+
+
+def test_clean_metric_equal_to_corrupted(project, capsys):
+    same = [dict(p, corrupted=p["clean"]) for p in TINY_PAIRS]
+    write_dataset(project, same)
+    run_through_patch(sweeps=("resid_layer",))
+    err = run_and_fail(normalize.run, capsys, EXP)
+    assert "the clean and corrupted metric are equal" in err and "undefined" in err
+    assert not EXP.table.exists() and not EXP.baselines.exists()
+
+
+# --- config --------------------------------------------------------------------------
+
+
+def test_unknown_config_key(project, capsys):
+    plot_file = project / "conf" / "plot" / "default.yaml"
+    plot_file.write_text(plot_file.read_text() + "colour_map: viridis\n")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "Key 'colour_map' not in 'PlotConfig'" in err and "fix:" in err
+    assert not EXP.config.exists()
+
+
+def test_misspelled_sweep_key(project, capsys):
+    set_sweep(project, "head", "{component: z, layer: [0]}")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "Key 'layer' not in 'SweepConfig'" in err
+    assert not EXP.config.exists()
+
+
+def test_unknown_config_group_option(project, capsys):
+    err = run_and_fail(compose.run, capsys, EXP, ["dataset=ioj"])
+    assert "ioj" in err and "fix:" in err
+    assert not EXP.config.exists()
+
+
+def test_wrong_type_in_config(project, capsys):
+    err = run_and_fail(compose.run, capsys, EXP, ["engine.max_batch=lots"])
+    assert "max_batch" in err and "fix:" in err
+    assert not EXP.config.exists()
+
+
+def test_unknown_component(project, capsys):
+    set_sweep(project, "head", "{component: mlp}")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "sweeps.head.component is 'mlp'" in err and "resid_pre" in err
+    assert not EXP.config.exists()
+
+
+def test_heads_on_a_component_without_heads(project, capsys):
+    set_sweep(project, "head", "{component: attn_out, heads: [0]}")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "sweeps.head.heads is set but component is 'attn_out'" in err
+
+
+def test_sweep_listed_in_params_but_not_defined(project, capsys):
+    (project / "params.yaml").write_text(yaml.safe_dump({"sweep": ["resid_layer", "nope"]}))
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "params.yaml lists sweep(s) ['nope']" in err
+    assert not EXP.config.exists()
+
+
+# --- the model -------------------------------------------------------------------------
+
+
+def test_missing_model_path(project, capsys):
+    (project / "conf" / "model" / "tiny.yaml").write_text(
+        "name: gone\npath: ./models/does-not-exist\n"
+    )
+    compose.run(EXP)
+    err = run_and_fail(tokenize.run, capsys, EXP)
+    assert "model path './models/does-not-exist' does not exist" in err
+    assert files_under(EXP.cache) == []
+
+
+def test_layer_outside_the_model(project, capsys):
+    set_sweep(project, "head", "{component: z, positions: all, layers: [0, 7]}")
+    run_through_patch(sweeps=())
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "sweeps.head.layers has [7], but the model has 2 layers (0–1)" in err
+    assert not EXP.patch("head").exists()
+
+
+def test_head_outside_the_model(project, capsys):
+    set_sweep(project, "head", "{component: z, positions: all, heads: [9]}")
+    run_through_patch(sweeps=())
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "sweeps.head.heads has [9], but the model has 4 heads (0–3)" in err
+    assert not EXP.patch("head").exists()
+
+
+def test_each_position_with_prompts_of_different_lengths(project, capsys):
+    short = dict(TINY_PAIRS[1], clean="When Tom and Ann went to the park , Ann gave",
+                 corrupted="When Ann and Tom went to the park , Tom gave", correct=[" a"],
+                 labels={})
+    write_dataset(project, [TINY_PAIRS[0], short])
+    set_sweep(project, "resid_layer_pos", "{component: resid_pre, positions: each}")
+    run_through_patch(sweeps=())
+    err = run_and_fail(patch.run, capsys, EXP, "resid_layer_pos")
+    assert "positions is 'each' but the prompts have different lengths" in err
+    assert "positions: labels" in err
+
+
+def test_prompt_longer_than_the_context(project, capsys):
+    long = " ".join(["the"] * 70) + " to"
+    write_dataset(project, [dict(TINY_PAIRS[0], clean=long, corrupted=long, labels={})])
+    compose.run(EXP)
+    tokenize.run(EXP)
+    from patchsweep.steps import capture
+
+    err = run_and_fail(capture.run, capsys, EXP)
+    assert "more than the model's 64 positions" in err
+    assert not EXP.activations("clean").exists()
+
+
+def test_memory_budget_too_small_for_one_row(project, capsys):
+    run_through_patch(sweeps=())
+    compose.run(EXP, ["engine.memory_budget_mb=0.001"])
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "engine.memory_budget_mb=0.001 is too small for one row" in err
+    assert not EXP.patch("head").exists()
+
+
+# --- cached files --------------------------------------------------------------------
+
+
+def rewrite_meta(path, **changes) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    meta.update({k: f'"{v}"' for k, v in changes.items()})
+    save_file(load_file(str(path)), str(path), metadata=meta)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("model", "gpt2", "was made with model='gpt2'"),
+        ("tokens_hash", "0123456789abcdef", "was made with tokens_hash='0123456789abcdef'"),
+        ("dtype", "bfloat16", "was made with dtype='bfloat16'"),
+    ],
+    ids=["other-model", "other-tokenisation", "other-dtype"],
+)
+def test_activation_file_from_other_inputs(project, capsys, key, value, says):
+    run_through_patch(sweeps=())
+    rewrite_meta(EXP.activations("clean"), **{key: value})
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert says in err and "capture stage rebuilds them" in err
+    assert not EXP.patch("head").exists()
+
+
+def test_truncated_activation_file(project, capsys):
+    run_through_patch(sweeps=())
+    path = EXP.activations("clean")
+    path.write_bytes(path.read_bytes()[:1000])
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "is not a readable safetensors file" in err and "truncated or corrupt" in err
+    assert not EXP.patch("head").exists()
+
+
+def test_nan_in_activations(project, capsys):
+    run_through_patch(sweeps=())
+    path = EXP.activations("clean")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    tensors = load_file(str(path))
+    tensors["z"][0, 0, 0, 0, 0] = float("nan")
+    save_file(tensors, str(path), metadata=meta)
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "z holds NaN or inf values" in err
+    assert not EXP.patch("head").exists()
+
+
+def test_unwritable_results_folder(project, capsys):
+    run_through_patch(sweeps=("resid_layer", "resid_layer_pos", "head"))
+    EXP.table.mkdir(parents=True)  # a folder where the results table goes
+    err = run_and_fail(normalize.run, capsys, EXP)
+    assert f"cannot write {EXP.table}" in err and "fix:" in err
+    assert not EXP.baselines.exists()
+    assert [p for p in files_under(EXP.results) if p.name.endswith(".tmp")] == []
+
+
+def test_no_pickle_on_the_data_path():
+    """Data is read as safetensors and JSON only: nothing that can execute code."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    offenders = [
+        f"{path}:{n}"
+        for folder in ("src", "stages")
+        for path in (root / folder).rglob("*.py")
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"torch\.load|pickle", line)
+    ]
+    assert offenders == []
+    assert torch.__version__  # torch importable, so the check is not vacuous

@@ -1,0 +1,149 @@
+"""The batched engine equals the one-pass-per-patch definition, for every component type
+and direction, whatever the chunk size; and the method's invariants hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import patched_logits, plain_logits
+
+from patchsweep.capture import capture_run
+from patchsweep.config import SweepConfig
+from patchsweep.datasets.base import PromptPair
+from patchsweep.metrics import logit_diff
+from patchsweep.patching import PatchInputs, run_patches
+from patchsweep.steps.patch import STORAGE
+from patchsweep.sweeps import build_sites
+from patchsweep.tokenize import tokenize_pairs
+
+COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z"]
+
+PAIRS = [
+    PromptPair(
+        "When John and Mary went to the store , Mary gave a book to",
+        "When Mary and John went to the store , John gave a book to",
+        (" John",),
+        (" Mary",),
+        {"IO": 5, "S1": 14, "S2": 40},
+        "a",
+    ),
+    PromptPair(
+        "When Tom and Ann went to the park , Ann gave a ball to",
+        "When Ann and Tom went to the park , Tom gave a ball to",
+        (" Tom",),
+        (" Ann",),
+        {"IO": 5, "S1": 13, "S2": 37},
+        "a",
+    ),
+    PromptPair(
+        "After Tom and Mary went to the park , Mary gave",
+        "After Mary and Tom went to the park , Tom gave",
+        (" Tom", " a"),
+        (" Mary",),
+        {"IO": 6, "S1": 14, "S2": 38},
+        "b",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_gpt2):
+    pairs = tokenize_pairs(PAIRS, tiny_gpt2.tokenizer)
+    clean = capture_run(tiny_gpt2, pairs.clean_ids, pairs.lengths, progress=False)
+    corrupted = capture_run(tiny_gpt2, pairs.corrupted_ids, pairs.lengths, progress=False)
+    return tiny_gpt2, pairs, {"clean": clean, "corrupted": corrupted}
+
+
+def engine(model, pairs, caches, component, direction, positions, **kwargs):
+    sweep = SweepConfig(component=component, direction=direction, positions=positions)
+    sites = build_sites("t", sweep, pairs, model.dims)
+    source_run, target_run = (
+        ("clean", "corrupted") if direction == "denoise" else ("corrupted", "clean")
+    )
+    key, layers = STORAGE[component]
+    inputs = PatchInputs(
+        target_ids=pairs.corrupted_ids if direction == "denoise" else pairs.clean_ids,
+        lengths=pairs.lengths,
+        source=caches[source_run][key][:, layers],
+        target_resid=caches[target_run]["resid"],
+        correct=pairs.correct_ids,
+        incorrect=pairs.incorrect_ids,
+    )
+    return sites, run_patches(model, component, sites, inputs, logit_diff, progress=False, **kwargs)
+
+
+def reference(model, pairs, sites, component, direction):
+    out = torch.empty(len(sites), pairs.n_pairs)
+    for s in range(len(sites)):
+        for i in range(pairs.n_pairs):
+            n = int(pairs.lengths[i])
+            clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
+            target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+            logits = patched_logits(
+                model.hf,
+                model.arch,
+                model.dims.n_heads,
+                component,
+                int(sites.layers[s]),
+                int(sites.heads[s]),
+                int(sites.positions[s, i]),
+                target,
+                source,
+            )
+            out[s, i] = logit_diff(
+                logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
+            )[0]
+    return out
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_every_component_equals_one_pass_per_patch(setup, component, direction):
+    model, pairs, caches = setup
+    sites, got = engine(model, pairs, caches, component, direction, "labels")
+    want = reference(model, pairs, sites, component, direction)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "z"])
+def test_all_positions_equals_one_pass_per_patch(setup, component):
+    model, pairs, caches = setup
+    sites, got = engine(model, pairs, caches, component, "denoise", "all")
+    want = reference(model, pairs, sites, component, "denoise")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_result_does_not_depend_on_chunking_or_the_fast_path(setup):
+    model, pairs, caches = setup
+    _, base = engine(model, pairs, caches, "z", "denoise", "labels")
+    _, one_row = engine(model, pairs, caches, "z", "denoise", "labels", max_batch=1)
+    _, plain = engine(model, pairs, caches, "z", "denoise", "labels", fast=False, max_batch=5)
+    torch.testing.assert_close(one_row, base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(plain, base, atol=1e-5, rtol=0)
+
+
+def test_whole_residual_stream_restores_the_clean_metric_at_every_layer(setup):
+    model, pairs, caches = setup
+    _, got = engine(model, pairs, caches, "resid_pre", "denoise", "all")
+    clean = logit_diff(caches["clean"]["logits"], pairs.correct_ids, pairs.incorrect_ids)
+    torch.testing.assert_close(got, clean.expand_as(got), atol=1e-5, rtol=0)
+    _, noised = engine(model, pairs, caches, "resid_pre", "noise", "all")
+    corrupted = logit_diff(caches["corrupted"]["logits"], pairs.correct_ids, pairs.incorrect_ids)
+    torch.testing.assert_close(noised, corrupted.expand_as(noised), atol=1e-5, rtol=0)
+
+
+def test_patching_nothing_gives_the_corrupted_metric(setup):
+    """Source = target: every patch writes back what was there."""
+    model, pairs, caches = setup
+    same = {"clean": caches["corrupted"], "corrupted": caches["corrupted"]}
+    _, got = engine(model, pairs, same, "attn_out", "denoise", "labels")
+    corrupted = logit_diff(caches["corrupted"]["logits"], pairs.correct_ids, pairs.incorrect_ids)
+    torch.testing.assert_close(got, corrupted.expand_as(got), atol=1e-5, rtol=0)
+
+
+def test_capture_matches_a_plain_forward_pass(setup):
+    model, pairs, caches = setup
+    for i in range(pairs.n_pairs):
+        n = int(pairs.lengths[i])
+        want = plain_logits(model.hf, pairs.clean_ids[i, :n])
+        torch.testing.assert_close(caches["clean"]["logits"][i], want, atol=1e-5, rtol=0)

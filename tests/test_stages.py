@@ -1,0 +1,38 @@
+"""Stages end to end on a tiny model, in-process: what they write."""
+
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+from project import EXP, run_through_patch
+
+from patchsweep.steps import normalize
+
+
+def test_pipeline_writes_tidy_results_and_baselines(project):
+    run_through_patch()
+    normalize.run(EXP)
+    table = pd.read_csv(EXP.table)
+    assert {
+        "component",
+        "direction",
+        "layer",
+        "position",
+        "position_label",
+        "head",
+        "metric",
+        "normalized",
+        "sem",
+    } <= set(table.columns)
+    assert set(table["sweep"]) == {"resid_layer", "resid_layer_pos", "head"}
+    # 2 layers × (14 positions) for resid_layer_pos; labels are the prompt's named slots
+    by_pos = table[table.sweep == "resid_layer_pos"]
+    assert len(by_pos) == 2 * 14
+    assert by_pos[by_pos.position == 3].position_label.iloc[0] == "S1"
+    heads = table[table.sweep == "head"]
+    assert sorted(heads["head"].unique()) == [0, 1, 2, 3]
+    # the whole residual stream restores the clean run: normalised ≡ 1
+    whole = table[table.sweep == "resid_layer"]
+    assert whole["normalized"].sub(1).abs().max() < 1e-4
+    baselines = yaml.safe_load(EXP.baselines.read_text())
+    assert baselines["n_prompts"] == 2 and baselines["clean"] != baselines["corrupted"]
