@@ -514,6 +514,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load + args.threads > cores + 0.5:
+        # A torch thread that the OS deschedules stalls every parallel op's barrier: on a
+        # busy 2-core machine one GPT-2 forward went from 0.09 s (1 thread) to 1.7 s (2).
+        print(
+            f"warning: load average {load:.1f} on {cores} cores; {args.threads} torch threads "
+            "will contend with other jobs and time mostly waiting (try --threads 1)",
+            file=sys.stderr,
+        )
     output = args.output or RESULTS / ("patching-quick.json" if args.quick else "patching.json")
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
     cfg = engine_config()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from patchsweep.components import resolve
+from patchsweep.components import resolve, select
 
 
 def _hook_module(hf, arch, component: str, layer: int):
@@ -22,8 +22,7 @@ def _activation(hf, arch, component: str, layer: int, ids: torch.Tensor) -> torc
         seen["x"] = (args[0] if args else next(iter(kwargs.values()))).clone()
 
     def grab_output(mod, args, output):
-        value = output[point.index] if point.index is not None else output
-        seen["x"] = value.clone()
+        seen["x"] = select(output, point).clone()
 
     handle = (
         module.register_forward_pre_hook(grab_input, with_kwargs=True)
@@ -48,13 +47,33 @@ def patched_logits(
     position: int,
     target: torch.Tensor,
     source: torch.Tensor,
+    window: int = 1,
 ) -> torch.Tensor:
-    """Final-position logits of ``target`` with one site taken from ``source``'s run."""
-    src = _activation(hf, arch, component, layer, source)
-    module, point = _hook_module(hf, arch, component, layer)
+    """Final-position logits of ``target`` with one site taken from ``source``'s run.
 
-    def overwrite(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
+    ``n_heads`` is the head count of this component (the key/value heads for k and v);
+    ``window`` patches the same site in ``window`` consecutive layers from ``layer`` on.
+    """
+    handles = []
+    for at in range(layer, min(layer + window, hf.config.num_hidden_layers)):
+        src = _activation(hf, arch, component, at, source)
+        module, point = _hook_module(hf, arch, component, at)
+        handles.append(_install(module, point, src, n_heads, head, position))
+    try:
+        with torch.no_grad():
+            return hf(target.unsqueeze(0)).logits[0, -1].float()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _install(module, point, src, n_heads, head, position):
+    def overwrite(full: torch.Tensor) -> torch.Tensor:
+        full = full.clone()
+        x = full
+        if point.part is not None:
+            width = full.shape[-1] // point.parts
+            x = full[..., point.part * width : (point.part + 1) * width]  # a view into full
         rows = slice(None) if position < 0 else position
         if head < 0:
             x[0, rows] = src[rows]
@@ -62,7 +81,7 @@ def patched_logits(
             d_head = x.shape[-1] // n_heads
             cols = slice(head * d_head, (head + 1) * d_head)
             x[0, rows, cols] = src[rows, cols]
-        return x
+        return full
 
     def pre(mod, args, kwargs):
         if args:
@@ -77,16 +96,9 @@ def patched_logits(
         items[point.index] = overwrite(items[point.index])
         return tuple(items)
 
-    handle = (
-        module.register_forward_pre_hook(pre, with_kwargs=True)
-        if point.io == "input"
-        else module.register_forward_hook(post)
-    )
-    try:
-        with torch.no_grad():
-            return hf(target.unsqueeze(0)).logits[0, -1].float()
-    finally:
-        handle.remove()
+    if point.io == "input":
+        return module.register_forward_pre_hook(pre, with_kwargs=True)
+    return module.register_forward_hook(post)
 
 
 def plain_logits(hf, ids: torch.Tensor) -> torch.Tensor:

@@ -171,9 +171,13 @@ def test_head_outside_the_model(project, capsys):
 
 
 def test_each_position_with_prompts_of_different_lengths(project, capsys):
-    short = dict(TINY_PAIRS[1], clean="When Tom and Ann went to the park , Ann gave",
-                 corrupted="When Ann and Tom went to the park , Tom gave", correct=[" a"],
-                 labels={})
+    short = dict(
+        TINY_PAIRS[1],
+        clean="When Tom and Ann went to the park , Ann gave",
+        corrupted="When Ann and Tom went to the park , Tom gave",
+        correct=[" a"],
+        labels={},
+    )
     write_dataset(project, [TINY_PAIRS[0], short])
     set_sweep(project, "resid_layer_pos", "{component: resid_pre, positions: each}")
     run_through_patch(sweeps=())

@@ -7,16 +7,15 @@ import pytest
 import torch
 from reference import patched_logits, plain_logits
 
-from patchsweep.capture import capture_run
+from patchsweep.capture import STORAGE, capture_run
 from patchsweep.config import SweepConfig
 from patchsweep.datasets.base import PromptPair
 from patchsweep.metrics import logit_diff
 from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.steps.patch import STORAGE
 from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import tokenize_pairs
 
-COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z"]
+COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v"]
 
 PAIRS = [
     PromptPair(
@@ -49,13 +48,18 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def setup(tiny_gpt2):
     pairs = tokenize_pairs(PAIRS, tiny_gpt2.tokenizer)
-    clean = capture_run(tiny_gpt2, pairs.clean_ids, pairs.lengths, progress=False)
-    corrupted = capture_run(tiny_gpt2, pairs.corrupted_ids, pairs.lengths, progress=False)
+    everything = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v")
+    clean = capture_run(tiny_gpt2, pairs.clean_ids, pairs.lengths, everything, progress=False)
+    corrupted = capture_run(
+        tiny_gpt2, pairs.corrupted_ids, pairs.lengths, everything, progress=False
+    )
     return tiny_gpt2, pairs, {"clean": clean, "corrupted": corrupted}
 
 
-def engine(model, pairs, caches, component, direction, positions, **kwargs):
-    sweep = SweepConfig(component=component, direction=direction, positions=positions)
+def engine(model, pairs, caches, component, direction, positions, window=1, **kwargs):
+    sweep = SweepConfig(
+        component=component, direction=direction, positions=positions, window=window
+    )
     sites = build_sites("t", sweep, pairs, model.dims)
     source_run, target_run = (
         ("clean", "corrupted") if direction == "denoise" else ("corrupted", "clean")
@@ -72,7 +76,7 @@ def engine(model, pairs, caches, component, direction, positions, **kwargs):
     return sites, run_patches(model, component, sites, inputs, logit_diff, progress=False, **kwargs)
 
 
-def reference(model, pairs, sites, component, direction):
+def reference(model, pairs, sites, component, direction, window=1):
     out = torch.empty(len(sites), pairs.n_pairs)
     for s in range(len(sites)):
         for i in range(pairs.n_pairs):
@@ -82,13 +86,14 @@ def reference(model, pairs, sites, component, direction):
             logits = patched_logits(
                 model.hf,
                 model.arch,
-                model.dims.n_heads,
+                model.dims.heads_of(component),
                 component,
                 int(sites.layers[s]),
                 int(sites.heads[s]),
                 int(sites.positions[s, i]),
                 target,
                 source,
+                window=window,
             )
             out[s, i] = logit_diff(
                 logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
@@ -105,7 +110,16 @@ def test_every_component_equals_one_pass_per_patch(setup, component, direction):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("component", ["resid_pre", "z"])
+@pytest.mark.parametrize("component", ["mlp_out", "attn_out", "resid_pre"])
+def test_sliding_window_equals_one_pass_per_patch(setup, component):
+    """Restoring 2 consecutive layers at once (causal tracing's window)."""
+    model, pairs, caches = setup
+    sites, got = engine(model, pairs, caches, component, "denoise", "labels", window=2)
+    want = reference(model, pairs, sites, component, "denoise", window=2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "z", "v"])
 def test_all_positions_equals_one_pass_per_patch(setup, component):
     model, pairs, caches = setup
     sites, got = engine(model, pairs, caches, component, "denoise", "all")
@@ -147,3 +161,69 @@ def test_capture_matches_a_plain_forward_pass(setup):
         n = int(pairs.lengths[i])
         want = plain_logits(model.hf, pairs.clean_ids[i, :n])
         torch.testing.assert_close(caches["clean"]["logits"][i], want, atol=1e-5, rtol=0)
+
+
+def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path):
+    """Half the chunks finished before a crash: the rerun computes only the rest."""
+    from patchsweep.checkpoint import Checkpoint
+
+    model, pairs, caches = setup
+    _, fresh = engine(model, pairs, caches, "z", "denoise", "labels", max_batch=4)
+    path = tmp_path / "ck.safetensors"
+    partial = fresh.clone()
+    done = torch.zeros(fresh.shape, dtype=torch.bool)
+    done[: fresh.shape[0] // 2] = True
+    partial[~done] = float("nan")
+    Checkpoint(path, "k").save(partial, done, force=True)
+
+    calls = []
+    import patchsweep.patching as engine_module
+
+    real = engine_module._patched_pass
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    engine_module._patched_pass = counting
+    try:
+        _, resumed = engine(
+            model,
+            pairs,
+            caches,
+            "z",
+            "denoise",
+            "labels",
+            max_batch=4,
+            checkpoint=Checkpoint(path, "k"),
+        )
+        resumed_passes = len(calls)
+        _, other_key = engine(
+            model,
+            pairs,
+            caches,
+            "z",
+            "denoise",
+            "labels",
+            max_batch=4,
+            checkpoint=Checkpoint(tmp_path / "other.safetensors", "k2"),
+        )
+        fresh_passes = len(calls) - resumed_passes
+    finally:
+        engine_module._patched_pass = real
+    torch.testing.assert_close(resumed, fresh, atol=0, rtol=0)
+    torch.testing.assert_close(other_key, fresh, atol=0, rtol=0)
+    assert 0 < resumed_passes < fresh_passes  # the resumed run skipped finished chunks
+    # a checkpoint of other inputs is ignored, not mixed in
+    Checkpoint(path, "k").save(partial, done, force=True)
+    _, foreign = engine(
+        model,
+        pairs,
+        caches,
+        "z",
+        "denoise",
+        "labels",
+        max_batch=4,
+        checkpoint=Checkpoint(path, "another sweep"),
+    )
+    torch.testing.assert_close(foreign, fresh, atol=0, rtol=0)

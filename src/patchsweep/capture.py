@@ -7,17 +7,32 @@ batched only with prompts of the same length, so no padding enters a forward pas
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from patchsweep.components import read
+from patchsweep.components import HEADED, read, read_raw, select
 from patchsweep.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
-CAPTURED = ("resid", "attn_out", "mlp_out", "z")
+# What can be stored, in the order a block computes it. "resid" holds the residual stream
+# at every block boundary; it is always stored (the engine starts from it).
+STORABLE = ("resid", "q", "k", "v", "z", "attn_out", "mlp_out")
+DEFAULT_CAPTURE = ("resid", "z", "attn_out", "mlp_out")
+
+# Where each sweep component is stored, and which of the stored layers it is.
+STORAGE = {
+    "resid_pre": ("resid", slice(0, -1)),
+    "resid_post": ("resid", slice(1, None)),
+    "attn_out": ("attn_out", slice(None)),
+    "mlp_out": ("mlp_out", slice(None)),
+    "z": ("z", slice(None)),
+    "q": ("q", slice(None)),
+    "k": ("k", slice(None)),
+    "v": ("v", slice(None)),
+}
 
 
 def length_groups(lengths: torch.Tensor, max_rows: int) -> Iterator[torch.Tensor]:
@@ -32,6 +47,7 @@ def capture_run(
     model: LoadedModel,
     ids: torch.Tensor,
     lengths: torch.Tensor,
+    components: Sequence[str] = DEFAULT_CAPTURE,
     max_rows: int = 64,
     desc: str = "capture",
     progress: bool = True,
@@ -40,50 +56,54 @@ def capture_run(
 
     Returns:
         ``resid`` (N, L+1, T, d): block l's input at index l, the last block's output at L;
-        ``attn_out`` and ``mlp_out`` (N, L, T, d); ``z`` (N, L, T, H, d_head), the input
-        of the attention output projection split by head; ``logits`` (N, V) at each
-        prompt's last position, float32.
+        ``attn_out`` and ``mlp_out`` (N, L, T, d); ``z``, ``q``, ``k``, ``v``
+        (N, L, T, heads, d_head), split by head (k and v by key/value head);
+        ``logits`` (N, V) at each prompt's last position, float32. Only the requested
+        components (and always ``resid``) are returned.
     """
+    wanted = [c for c in STORABLE if c in set(components) | {"resid"}]
     dims = model.dims
     n, t = ids.shape
     dtype = next(model.hf.parameters()).dtype
-    out = {
-        "resid": torch.zeros(n, dims.n_layers + 1, t, dims.d_model, dtype=dtype),
-        "attn_out": torch.zeros(n, dims.n_layers, t, dims.d_model, dtype=dtype),
-        "mlp_out": torch.zeros(n, dims.n_layers, t, dims.d_model, dtype=dtype),
-        "z": torch.zeros(n, dims.n_layers, t, dims.n_heads, dims.d_head, dtype=dtype),
-        "logits": torch.zeros(n, dims.vocab_size, dtype=torch.float32),
-    }
+    out = {name: torch.zeros(0) for name in wanted}
+    out["logits"] = torch.zeros(n, dims.vocab_size, dtype=torch.float32)
     groups = list(length_groups(lengths, max_rows))
     for rows in tqdm(groups, desc=desc, unit="batch", disable=not progress, leave=False):
         length = int(lengths[rows[0]])
-        batch = ids[rows, :length].to(model.device)
-        saved = _trace_all(model, batch)
+        saved = _trace(model, ids[rows, :length].to(model.device), wanted)
         for key, value in saved.items():
             if key == "logits":
                 out[key][rows] = value.float().cpu()
-            else:
-                out[key][rows, :, :length] = value.cpu()
+                continue
+            if out[key].numel() == 0:  # allocate once the per-layer shape is known
+                out[key] = torch.zeros(n, value.shape[1], t, *value.shape[3:], dtype=dtype)
+            out[key][rows, :, :length] = value.cpu()
     return out
 
 
-def _trace_all(model: LoadedModel, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+def _trace(model: LoadedModel, batch: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
     arch, dims, lm = model.arch, model.dims, model.lm
-    resid, attn, mlp, z = [], [], [], []
-    b, t = batch.shape
+    per_layer: dict[str, list] = {name: [] for name in wanted}
     with lm.trace(batch, logits_to_keep=1):
         for layer in range(dims.n_layers):
-            resid.append(read(lm, arch.hook_point("resid_pre"), layer).clone().save())
-            z.append(read(lm, arch.hook_point("z"), layer).save())
-            attn.append(read(lm, arch.hook_point("attn_out"), layer).save())
-            mlp.append(read(lm, arch.hook_point("mlp_out"), layer).save())
-            if layer == dims.n_layers - 1:
-                resid.append(read(lm, arch.hook_point("resid_post"), layer).clone().save())
+            seen: dict[tuple[str, str], object] = {}  # a fused q/k/v output is read once
+            for name in wanted:
+                point = arch.hook_point("resid_pre" if name == "resid" else name)
+                key = (point.module, point.io)
+                if key not in seen:
+                    seen[key] = read_raw(lm, point, layer)
+                per_layer[name].append(select(seen[key], point).clone().save())
+            if "resid" in per_layer and layer == dims.n_layers - 1:
+                last = read(lm, arch.hook_point("resid_post"), layer).clone().save()
+                per_layer["resid"].append(last)
         logits = lm.output.logits[:, -1].save()
-    return {
-        "resid": torch.stack(resid, dim=1),
-        "attn_out": torch.stack(attn, dim=1),
-        "mlp_out": torch.stack(mlp, dim=1),
-        "z": torch.stack(z, dim=1).view(b, dims.n_layers, t, dims.n_heads, dims.d_head),
-        "logits": logits,
-    }
+    b, t = batch.shape
+    out = {}
+    for name, values in per_layer.items():
+        stacked = torch.stack(values, dim=1)  # (B, L, T, width)
+        if name in HEADED:
+            heads = dims.heads_of(name)
+            stacked = stacked.view(b, len(values), t, heads, stacked.shape[-1] // heads)
+        out[name] = stacked
+    out["logits"] = logits
+    return out

@@ -2,8 +2,9 @@
 
 Patching needs, for every component type, the module that holds it, whether the
 activation is the module's input or its output, which element of a tuple output it is,
-and how it splits into heads. This module keeps that knowledge in one table per
-architecture family, chosen from ``config.model_type`` rather than guessed from names.
+which slice of a fused projection it is, and how it splits into heads. This module keeps
+that knowledge in one table per architecture family, chosen from ``config.model_type``
+rather than guessed from module names.
 """
 
 from __future__ import annotations
@@ -13,14 +14,27 @@ from typing import Any, Literal
 
 from patchsweep.errors import ConfigError
 
+# Components that split into heads, and whether they use the key/value head count.
+HEADED = {"z": False, "q": False, "k": True, "v": True}
+
 
 @dataclass(frozen=True)
 class HookPoint:
-    """Where a component lives: ``module`` (with ``{layer}``), input or output, tuple index."""
+    """Where a component lives.
+
+    Attributes:
+        module: Module path with ``{layer}``.
+        io: Read the module's input or its output.
+        index: Element of a tuple output (attention modules return (out, weights)).
+        part: For a fused q/k/v projection, which of ``parts`` equal slices of the last
+            dimension this component is (GPT-2's ``c_attn``: q, k, v = parts 0, 1, 2).
+    """
 
     module: str
     io: Literal["input", "output"]
     index: int | None = None
+    part: int | None = None
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -30,11 +44,14 @@ class Architecture:
     Attributes:
         family: A name for error messages and metadata.
         blocks: Path of the list of transformer blocks.
-        attn: Path (with ``{layer}``) of the attention module; its output tuple's first
-            element is attn_out.
+        attn: Path (with ``{layer}``) of the attention module; the first element of its
+            output tuple is attn_out.
         mlp: Path of the MLP whose output is mlp_out.
         o_proj: Path of the attention output projection; its input is z, the per-head
             attention outputs concatenated, split by head for head patching.
+        qkv: Path of a fused q/k/v projection, or None.
+        q_proj, k_proj, v_proj: Paths of separate q/k/v projections, or None. q and k
+            are read before rotary embeddings, as TransformerLens's hook_q / hook_k.
     """
 
     family: str
@@ -42,9 +59,17 @@ class Architecture:
     attn: str
     mlp: str
     o_proj: str
+    qkv: str | None = None
+    q_proj: str | None = None
+    k_proj: str | None = None
+    v_proj: str | None = None
 
     def hook_point(self, component: str) -> HookPoint:
-        """The hook point of a component type."""
+        """The hook point of a component type.
+
+        Raises:
+            ConfigError: the architecture does not expose this component.
+        """
         block = f"{self.blocks}.{{layer}}"
         points = {
             "resid_pre": HookPoint(block, "input"),
@@ -53,16 +78,33 @@ class Architecture:
             "mlp_out": HookPoint(self.mlp, "output"),
             "z": HookPoint(self.o_proj, "input"),
         }
+        for part, name in enumerate("qkv"):
+            separate = getattr(self, f"{name}_proj")
+            if separate:
+                points[name] = HookPoint(separate, "output")
+            elif self.qkv:
+                points[name] = HookPoint(self.qkv, "output", part=part, parts=3)
+        if component not in points:
+            raise ConfigError(
+                f"component {component!r} is not available for {self.family} models",
+                f"use one of: {', '.join(points)}",
+            )
         return points[component]
 
 
-_LLAMA_LIKE = Architecture(
-    family="llama",
-    blocks="model.layers",
-    attn="model.layers.{layer}.self_attn",
-    mlp="model.layers.{layer}.mlp",
-    o_proj="model.layers.{layer}.self_attn.o_proj",
-)
+def _llama_like(family: str) -> Architecture:
+    attn = "model.layers.{layer}.self_attn"
+    return Architecture(
+        family=family,
+        blocks="model.layers",
+        attn=attn,
+        mlp="model.layers.{layer}.mlp",
+        o_proj=f"{attn}.o_proj",
+        q_proj=f"{attn}.q_proj",
+        k_proj=f"{attn}.k_proj",
+        v_proj=f"{attn}.v_proj",
+    )
+
 
 ARCHITECTURES: dict[str, Architecture] = {
     "gpt2": Architecture(
@@ -71,7 +113,9 @@ ARCHITECTURES: dict[str, Architecture] = {
         attn="transformer.h.{layer}.attn",
         mlp="transformer.h.{layer}.mlp",
         o_proj="transformer.h.{layer}.attn.c_proj",
+        qkv="transformer.h.{layer}.attn.c_attn",
     ),
+    # GPT-NeoX fuses q/k/v interleaved per head, so they are not separable slices here.
     "gpt_neox": Architecture(
         family="gpt_neox",
         blocks="gpt_neox.layers",
@@ -79,17 +123,20 @@ ARCHITECTURES: dict[str, Architecture] = {
         mlp="gpt_neox.layers.{layer}.mlp",
         o_proj="gpt_neox.layers.{layer}.attention.dense",
     ),
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,
-    "gemma2": _LLAMA_LIKE,
+    "llama": _llama_like("llama"),
+    "mistral": _llama_like("mistral"),
+    "qwen2": _llama_like("qwen2"),
+    "gemma": _llama_like("gemma"),
+    "gemma2": _llama_like("gemma2"),
     "phi": Architecture(
         family="phi",
         blocks="model.layers",
         attn="model.layers.{layer}.self_attn",
         mlp="model.layers.{layer}.mlp",
         o_proj="model.layers.{layer}.self_attn.dense",
+        q_proj="model.layers.{layer}.self_attn.q_proj",
+        k_proj="model.layers.{layer}.self_attn.k_proj",
+        v_proj="model.layers.{layer}.self_attn.v_proj",
     ),
 }
 
@@ -100,9 +147,14 @@ class Dimensions:
 
     n_layers: int
     n_heads: int
+    n_kv_heads: int
     d_model: int
     d_head: int
     vocab_size: int
+
+    def heads_of(self, component: str) -> int:
+        """How many heads a headed component splits into (k and v: the key/value heads)."""
+        return self.n_kv_heads if HEADED.get(component) else self.n_heads
 
 
 def architecture_for(hf_config: Any) -> Architecture:
@@ -129,6 +181,7 @@ def dimensions_of(hf_config: Any) -> Dimensions:
     return Dimensions(
         n_layers=hf_config.num_hidden_layers,
         n_heads=n_heads,
+        n_kv_heads=getattr(hf_config, "num_key_value_heads", None) or n_heads,
         d_model=d_model,
         d_head=d_head,
         vocab_size=hf_config.vocab_size,
@@ -143,8 +196,22 @@ def resolve(root: Any, path: str, layer: int) -> Any:
     return node
 
 
+def select(value: Any, point: HookPoint) -> Any:
+    """The component inside a module's input or output: a tuple element, a fused slice."""
+    if point.index is not None:
+        value = value[point.index]
+    if point.part is not None:
+        width = value.shape[-1] // point.parts
+        value = value[..., point.part * width : (point.part + 1) * width]
+    return value
+
+
+def read_raw(root: Any, point: HookPoint, layer: int) -> Any:
+    """The whole input or output of a hook point's module inside an nnsight trace."""
+    module = resolve(root, point.module, layer)
+    return module.input if point.io == "input" else module.output
+
+
 def read(root: Any, point: HookPoint, layer: int) -> Any:
     """The activation at a hook point inside an nnsight trace (a tensor, patchable in place)."""
-    module = resolve(root, point.module, layer)
-    value = module.input if point.io == "input" else module.output
-    return value[point.index] if point.index is not None else value
+    return select(read_raw(root, point, layer), point)

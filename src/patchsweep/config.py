@@ -20,9 +20,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from patchsweep.errors import ConfigError
 
-COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z")
+COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v")
+HEADED_COMPONENTS = ("z", "q", "k", "v")
 DIRECTIONS = ("denoise", "noise")
 POSITION_MODES = ("all", "each", "labels", "auto")
+STORABLE = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v")
 
 
 @dataclass
@@ -55,11 +57,22 @@ class DatasetConfig:
 class SweepConfig:
     """One patching sweep: a component type, a direction and the sites to patch."""
 
-    component: str = MISSING  # resid_pre | resid_post | attn_out | mlp_out | z (heads)
+    # resid_pre | resid_post | attn_out | mlp_out, or per head: z | q | k | v
+    component: str = MISSING
     direction: str = "denoise"  # denoise: clean into corrupted; noise: corrupted into clean
     positions: str = "auto"  # all (patch every position at once) | each | labels | auto
-    layers: list[int] | None = None  # layers to sweep; None = every layer
-    heads: list[int] | None = None  # heads to sweep (component z); None = every head
+    layers: list[int] | None = None  # (first) layers to sweep; None = every layer
+    heads: list[int] | None = None  # heads to sweep (z, q, k, v); None = every head
+    window: int = 1  # restore this many consecutive layers at once (ROME's causal tracing)
+
+
+@dataclass
+class CaptureConfig:
+    """Which activations the capture stage stores (the residual stream always)."""
+
+    # any of resid, attn_out, mlp_out, z, q, k, v: what the sweeps patch
+    components: list[str] = field(default_factory=lambda: ["resid", "z", "attn_out", "mlp_out"])
+    max_rows: int = 64  # prompts per forward pass while capturing
 
 
 @dataclass
@@ -101,6 +114,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     sweeps: dict[str, SweepConfig] = field(default_factory=dict)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
@@ -177,15 +191,20 @@ def validate(cfg: Config) -> None:
         _check_choice(f"{where}.component", sweep.component, COMPONENTS)
         _check_choice(f"{where}.direction", sweep.direction, DIRECTIONS)
         _check_choice(f"{where}.positions", sweep.positions, POSITION_MODES)
-        if sweep.heads is not None and sweep.component != "z":
+        if sweep.heads is not None and sweep.component not in HEADED_COMPONENTS:
             raise ConfigError(
                 f"{where}.heads is set but component is {sweep.component!r}",
-                "heads apply to component z; remove heads or set component: z",
+                f"heads apply to {', '.join(HEADED_COMPONENTS)}; remove heads or change "
+                "the component",
             )
+        if sweep.window < 1:
+            raise ConfigError(f"{where}.window is {sweep.window}", "use a window of 1 or more")
         for key in ("layers", "heads"):
             values = getattr(sweep, key)
             if values is not None and not values:
                 raise ConfigError(f"{where}.{key} is an empty list", f"use null for all {key}")
+    for name in cfg.capture.components:
+        _check_choice("capture.components", name, STORABLE)
     if cfg.dataset.n_pairs < 1:
         raise ConfigError("dataset.n_pairs must be at least 1", "set dataset.n_pairs: 1 or more")
     if cfg.engine.memory_budget_mb <= 0 or cfg.engine.max_batch < 1:

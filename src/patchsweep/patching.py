@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from patchsweep.components import Dimensions, read, resolve
+from patchsweep.checkpoint import Checkpoint
+from patchsweep.components import HEADED, Dimensions, read, resolve
 from patchsweep.errors import ConfigError
 from patchsweep.metrics import Metric
 from patchsweep.models import LoadedModel
@@ -45,6 +46,7 @@ class Sites:
     positions: torch.Tensor
     labels: list[str]
     slots: torch.Tensor
+    window: int = 1  # each site patches layers [layer, layer + window)
 
     def __len__(self) -> int:
         return int(self.layers.shape[0])
@@ -61,6 +63,8 @@ class PatchInputs:
         target_resid: (N, L+1, T, d) the target run's residual stream, used to skip the
             unchanged layers below a patch; None to run every layer.
         correct: (N, Kc) and incorrect: (N, Ki) answer ids, −1 padded.
+        clean_logits: (N, V) the clean run's final logits, for metrics that compare
+            distributions; None if the metric needs none.
     """
 
     target_ids: torch.Tensor
@@ -69,6 +73,7 @@ class PatchInputs:
     target_resid: torch.Tensor | None
     correct: torch.Tensor
     incorrect: torch.Tensor
+    clean_logits: torch.Tensor | None = None
 
 
 def rows_per_pass(
@@ -103,6 +108,7 @@ def run_patches(
     progress: bool = True,
     desc: str = "patch",
     fast: bool = True,
+    checkpoint: Checkpoint | None = None,
 ) -> torch.Tensor:
     """The metric after each patch: a (S, N) float32 tensor, site × prompt.
 
@@ -111,9 +117,12 @@ def run_patches(
             unchanged positions before its earliest patched position (cached keys and
             values stand in for them). False runs every layer at every position: the
             plain path, kept for checking; both give the same numbers.
+        checkpoint: where finished chunks are saved as the sweep goes, and read back
+            from when a killed sweep is run again.
     """
     n_sites, n_prompts = len(sites), int(inputs.lengths.shape[0])
     result = torch.full((n_sites, n_prompts), float("nan"))
+    done = checkpoint.resume(result) if checkpoint else torch.zeros(result.shape, dtype=bool)
     rows = _all_rows(sites, inputs.lengths)
     bytes_per_value = next(model.hf.parameters()).element_size()
     bar = tqdm(total=len(rows.site), desc=desc, unit="patch", disable=not progress, leave=False)
@@ -123,8 +132,13 @@ def run_patches(
         cap = rows_per_pass(model.dims, length, budget_mb, max_batch, bytes_per_value)
         for chunk in _tiles(rows, in_group, model.dims.n_layers, length, cap, fast):
             s, i = rows.site[chunk], rows.prompt[chunk]
-            logits = _patched_pass(model, component, sites, inputs, s, i, prefix)
-            result[s, i] = metric(logits, inputs.correct[i], inputs.incorrect[i]).cpu()
+            if not bool(done[s, i].all()):
+                logits = _patched_pass(model, component, sites, inputs, s, i, prefix)
+                clean = inputs.clean_logits[i] if inputs.clean_logits is not None else None
+                result[s, i] = metric(logits, inputs.correct[i], inputs.incorrect[i], clean).cpu()
+                done[s, i] = True
+                if checkpoint:
+                    checkpoint.save(result, done)
             bar.update(len(chunk))
     bar.close()
     return result
@@ -256,18 +270,19 @@ def _patched_pass(
     lowest = int(row_layers.min()) if fast else 0
     batch = inputs.target_ids[i, start:length].to(device)
     kwargs = {"past_key_values": prefix.for_rows(i, start)} if start else {}
-    plan = _plan(inputs, row_layers, row_heads, row_pos, i, start, length, device)
+    plan = _plan(inputs, sites.window, row_layers, row_heads, row_pos, i, start, length, device)
     point = arch.hook_point(component)
+    n_heads = dims.heads_of(component) if component in HEADED else 0
     resid = inputs.target_resid[i, 1 : lowest + 1, start:length].to(device) if lowest else None
     with lm.trace(batch, logits_to_keep=1, **kwargs):
         for block in range(lowest):
             resolve(lm, arch.blocks + ".{layer}", block).skip(resid[:, block])
         for layer, whole, whole_src, whole_heads, single, single_src, pos, heads in plan:
             act = read(lm, point, layer)
-            if component == "z":
-                act = act.view(act.shape[0], act.shape[1], dims.n_heads, dims.d_head)
+            if n_heads:
+                # (B, T, heads, d_head): each row takes its own head
+                act = act.view(act.shape[0], act.shape[1], n_heads, act.shape[-1] // n_heads)
                 if len(whole):
-                    # (n, T, H, D) source; each row takes its own head at every position
                     act[whole, :, whole_heads] = whole_src[
                         torch.arange(len(whole), device=device), :, whole_heads
                     ]
@@ -284,11 +299,13 @@ def _patched_pass(
     return logits.float()
 
 
-def _plan(inputs, row_layers, row_heads, row_pos, i, start, length, device):
+def _plan(inputs, window, row_layers, row_heads, row_pos, i, start, length, device):
     """Per patched layer: the rows patched there and the source values they take."""
     plan = []
-    for layer in torch.unique(row_layers).tolist():
-        at = torch.nonzero(row_layers == layer).flatten()
+    n_layers = inputs.source.shape[1]
+    first, last = int(row_layers.min()), min(int(row_layers.max()) + window, n_layers)
+    for layer in range(first, last):
+        at = torch.nonzero((row_layers <= layer) & (layer < row_layers + window)).flatten()
         whole = at[row_pos[at] < 0]
         single = at[row_pos[at] >= 0]
         single_pos = row_pos[single]

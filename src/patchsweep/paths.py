@@ -55,6 +55,10 @@ class ExperimentPaths:
     def patch(self, sweep: str) -> Path:
         return self.patch_dir / f"{sweep}.csv"
 
+    def checkpoint(self, sweep: str) -> Path:
+        """Finished chunks of a running sweep; not a DVC output, deleted on success."""
+        return self.cache / "checkpoints" / f"{sweep}.safetensors"
+
     @property
     def table(self) -> Path:
         return self.results / "results.csv"

@@ -13,7 +13,7 @@ import logging
 import pandas as pd
 import torch
 
-from patchsweep.components import Dimensions
+from patchsweep.components import HEADED, Dimensions
 from patchsweep.config import SweepConfig
 from patchsweep.errors import ConfigError
 from patchsweep.patching import Sites
@@ -101,8 +101,8 @@ def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dime
     """Every (layer, head, position) site of a sweep."""
     layers = checked_indices(name, "layers", sweep.layers, dims.n_layers, "layers")
     heads = (
-        checked_indices(name, "heads", sweep.heads, dims.n_heads, "heads")
-        if sweep.component == "z"
+        checked_indices(name, "heads", sweep.heads, dims.heads_of(sweep.component), "heads")
+        if sweep.component in HEADED
         else [-1]
     )
     positions, labels = position_sites(name, sweep, pairs)
@@ -122,6 +122,7 @@ def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dime
         positions=torch.stack(rows_p),
         labels=rows_lab,
         slots=torch.tensor(rows_slot, dtype=torch.long),
+        window=sweep.window,
     )
 
 
@@ -136,7 +137,7 @@ def tidy_table(name: str, sweep: SweepConfig, sites: Sites, metric: torch.Tensor
         "head": sites.heads.repeat_interleave(n_prompts).tolist(),
         "position": sites.slots.repeat_interleave(n_prompts).tolist(),
         "position_label": [sites.labels[k] for k in range(n_sites) for _ in range(n_prompts)],
-        "window": 1,
+        "window": sweep.window,
         "prompt": list(range(n_prompts)) * n_sites,
         "metric": metric.flatten().tolist(),
     }

@@ -40,8 +40,7 @@ BABA_TEMPLATES: tuple[str, ...] = (
     "Then, {S} and {IO} went to the {PLACE}. {S} gave a {OBJECT} to",
     "Then, {S} and {IO} had a lot of fun at the {PLACE}. {S} gave a {OBJECT} to",
     "Then, {S} and {IO} were working at the {PLACE}. {S} decided to give a {OBJECT} to",
-    "Then, {S} and {IO} were thinking about going to the {PLACE}. {S} wanted to give a "
-    "{OBJECT} to",
+    "Then, {S} and {IO} were thinking about going to the {PLACE}. {S} wanted to give a {OBJECT} to",
     "Then, {S} and {IO} had a long argument, and afterwards {S} said to",
     "After {S} and {IO} went to the {PLACE}, {S} gave a {OBJECT} to",
     "When {S} and {IO} got a {OBJECT} at the {PLACE}, {S} decided to give it to",

@@ -132,7 +132,9 @@ def next_word_offset(text: str, offset: int) -> int:
     """
     i = offset
     is_word = text[i].isalnum() or text[i] == "_"
-    while i < len(text) and not text[i].isspace() and (text[i].isalnum() or text[i] == "_") == is_word:
+    while (
+        i < len(text) and not text[i].isspace() and (text[i].isalnum() or text[i] == "_") == is_word
+    ):
         i += 1
     while i < len(text) and text[i].isspace():
         i += 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict
-from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -43,7 +42,9 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
     lines = ["| task | metric | value | meaning |", "|---|---|---|---|"]
     for task, values in metrics.items():
         for name, value in values.items():
-            lines.append(f"| {task} | {name} | {value:.4f} | {_METRIC_DOCS.get((task, name), '')} |")
+            lines.append(
+                f"| {task} | {name} | {value:.4f} | {_METRIC_DOCS.get((task, name), '')} |"
+            )
     return lines
 
 
@@ -151,13 +152,8 @@ def render_card(
             command,
             "```",
             "",
-            "The stage refuses to write the model if held-out IOI accuracy is below 0.95 or",
-            "the mean logit difference below 2.",
+            "The stage refuses to write the model when held-out IOI falls below the",
+            "`acceptance` thresholds of `conf/train_organism.yaml`.",
             "",
         ]
     )
-
-
-def write_card(path: Path, **kwargs: object) -> None:
-    """Write :func:`render_card`'s output to ``path`` (the model directory's README.md)."""
-    path.write_text(render_card(**kwargs), encoding="utf-8")  # type: ignore[arg-type]

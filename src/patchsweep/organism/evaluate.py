@@ -123,9 +123,7 @@ def evaluate_greater_than(
     corrupted = final_logits(model, tokenizer, [p.corrupted for p in pairs])
     years = {token_id(tokenizer, f" {y:02d}"): y for y in range(100)}
     top = clean.argmax(-1).tolist()
-    hits = [
-        t in years and f" {years[t]:02d}" in p.correct for t, p in zip(top, pairs, strict=True)
-    ]
+    hits = [t in years and f" {years[t]:02d}" in p.correct for t, p in zip(top, pairs, strict=True)]
     return {
         "accuracy": sum(hits) / len(hits),
         "prob_diff": _prob_diff(clean, pairs, tokenizer).mean().item(),
@@ -213,9 +211,9 @@ def evaluate_all(
     ioi = evaluate_ioi(model, tokenizer, generate("ioi", n, seed, split="test"))
     abc = evaluate_ioi(model, tokenizer, generate("ioi", n, seed, split="test", corruption="abc"))
     ioi["abc_logit_diff"] = abc["corrupted_logit_diff"]
-    ioi["train_accuracy"] = evaluate_ioi(
-        model, tokenizer, generate("ioi", n, seed, split="train")
-    )["accuracy"]
+    ioi["train_accuracy"] = evaluate_ioi(model, tokenizer, generate("ioi", n, seed, split="train"))[
+        "accuracy"
+    ]
     gt_pairs = generate("greater_than", n, seed, split="test")
     fact_pairs = generate("factual", n, seed, corruption="replace")
     ind_pairs = generate("induction", n, seed, length=cfg.induction_length)

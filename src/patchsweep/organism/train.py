@@ -177,7 +177,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = print) -> TrainR
         recent = [*recent[-(cfg.log_every - 1) :], loss.item()]
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             elapsed = time.perf_counter() - start
-            log(f"step {step + 1}/{cfg.steps}  loss {sum(recent) / len(recent):.4f}  {elapsed:.0f} s")
+            log(
+                f"step {step + 1}/{cfg.steps}  loss {sum(recent) / len(recent):.4f}  {elapsed:.0f} s"
+            )
     model.eval()
     return TrainResult(
         model=model,

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from patchsweep.capture import CAPTURED, capture_run
+from patchsweep.capture import capture_run
 from patchsweep.config import load_config
 from patchsweep.errors import DataError
 from patchsweep.io import write_tensors
@@ -37,19 +37,19 @@ def run(exp: ExperimentPaths) -> None:
             model,
             ids[run_name],
             pairs.lengths,
+            components=cfg.capture.components,
+            max_rows=cfg.capture.max_rows,
             desc=f"capture {run_name}",
             progress=cfg.engine.progress,
         )
-        for key in (*CAPTURED, "logits"):
+        for key in acts:
             if not bool(torch.isfinite(acts[key]).all()):
                 raise DataError(
                     f"the {run_name} run produced NaN or inf in {key}",
                     "use model.dtype=float32, or check the model weights",
                 )
         logits[run_name] = acts.pop("logits")
-        write_tensors(
-            exp.activations(run_name), {k: acts[k] for k in CAPTURED}, {**meta, "run": run_name}
-        )
+        write_tensors(exp.activations(run_name), acts, {**meta, "run": run_name})
         log.info("wrote %s", exp.activations(run_name))
     write_tensors(exp.final_logits, logits, meta)
     log.info("wrote %s", exp.final_logits)

@@ -23,8 +23,9 @@ def run(exp: ExperimentPaths) -> None:
     check_meta(exp.final_logits, read_meta(exp.final_logits), {"tokens_hash": token_hash})
     logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
     metric = get_metric(cfg.metric.name)
-    clean = metric(logits["clean"], pairs.correct_ids, pairs.incorrect_ids)
-    corrupted = metric(logits["corrupted"], pairs.correct_ids, pairs.incorrect_ids)
+    answers = (pairs.correct_ids, pairs.incorrect_ids, logits["clean"])
+    clean = metric(logits["clean"], *answers)
+    corrupted = metric(logits["corrupted"], *answers)
     stats = baseline_stats(clean, corrupted)
     baselines = {
         "model": cfg.model.name,

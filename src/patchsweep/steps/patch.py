@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
+from patchsweep.capture import STORAGE
+from patchsweep.checkpoint import Checkpoint, checkpoint_key
 from patchsweep.config import load_config
 from patchsweep.errors import ConfigError
-from patchsweep.io import write_csv
+from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
 from patchsweep.metrics import get_metric
 from patchsweep.models import load_model
 from patchsweep.patching import PatchInputs, run_patches
@@ -15,15 +18,6 @@ from patchsweep.steps.inputs import load_activations, load_tokenized
 from patchsweep.sweeps import build_sites, tidy_table
 
 log = logging.getLogger(__name__)
-
-# Where each component is stored in the capture files, and which layers of it.
-STORAGE = {
-    "resid_pre": ("resid", slice(0, -1)),
-    "resid_post": ("resid", slice(1, None)),
-    "attn_out": ("attn_out", slice(None)),
-    "mlp_out": ("mlp_out", slice(None)),
-    "z": ("z", slice(None)),
-}
 
 
 def run(exp: ExperimentPaths, sweep_name: str) -> None:
@@ -43,9 +37,17 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     )
     expected = {**model.identity(), "tokens_hash": token_hash}
     key, layers = STORAGE[sweep.component]
+    if key not in cfg.capture.components and key != "resid":
+        raise ConfigError(
+            f"sweep {sweep_name!r} patches {sweep.component}, but the capture stage does not "
+            f"store it (capture.components: {cfg.capture.components})",
+            f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
+        )
     source = load_activations(exp, source_run, [key], expected)[key][:, layers]
     target_resid = load_activations(exp, target_run, ["resid"], expected)["resid"]
     target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
+    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
+    clean_logits = read_tensors(exp.final_logits, ["clean"])["clean"]
     log.info(
         "sweep %s: %s %s, %d sites × %d prompts (%s into the %s run)",
         sweep_name,
@@ -56,18 +58,32 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
         source_run,
         target_run,
     )
+    checkpoint = Checkpoint(
+        exp.checkpoint(sweep_name),
+        checkpoint_key(
+            model=model.identity(), tokens=token_hash, sweep=asdict(sweep), metric=cfg.metric.name
+        ),
+    )
     metric = run_patches(
         model,
         sweep.component,
         sites,
         PatchInputs(
-            target_ids, pairs.lengths, source, target_resid, pairs.correct_ids, pairs.incorrect_ids
+            target_ids,
+            pairs.lengths,
+            source,
+            target_resid,
+            pairs.correct_ids,
+            pairs.incorrect_ids,
+            clean_logits,
         ),
         get_metric(cfg.metric.name),
         budget_mb=cfg.engine.memory_budget_mb,
         max_batch=cfg.engine.max_batch,
         progress=cfg.engine.progress,
         desc=f"patch {sweep_name}",
+        checkpoint=checkpoint,
     )
     write_csv(exp.patch(sweep_name), tidy_table(sweep_name, sweep, sites, metric))
+    checkpoint.remove()
     log.info("wrote %s", exp.patch(sweep_name))
