@@ -14,6 +14,7 @@ readers never see a half-written model.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
@@ -26,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from patchsweep.organism.card import render_card
 from patchsweep.organism.evaluate import EvalConfig, evaluate_all
-from patchsweep.organism.train import TrainConfig, train
+from patchsweep.organism.train import TrainConfig, deterministic_torch, train
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "train_organism"
@@ -56,6 +57,19 @@ def acceptance_failures(
             f"held-out IOI logit diff {ioi['logit_diff']:.4f} < {acceptance['min_ioi_logit_diff']}"
         )
     return failures
+
+
+def make_readable(directory: Path) -> None:
+    """Give the staged directory ordinary permissions.
+
+    ``mkdtemp`` creates it private (0700) and some writers create private files; the
+    model is a shared artefact, so use what the umask allows for a new file or folder.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        path.chmod(0o666 & ~umask)
 
 
 def replace_dir(staged: Path, target: Path) -> None:
@@ -88,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
     result = train(train_cfg)
     print(f"trained in {result.seconds:.0f} s, final loss {result.final_loss:.4f}", flush=True)
-    metrics = evaluate_all(result.model, result.tokenizer, eval_cfg)
+    with deterministic_torch(train_cfg.num_threads):  # same bits in metrics.json every run
+        metrics = evaluate_all(result.model, result.tokenizer, eval_cfg)
     metrics = {task: {k: round(v, 6) for k, v in m.items()} for task, m in metrics.items()}
     print(json.dumps(metrics, indent=2), flush=True)
 
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         card = render_card(result.model, result.tokenizer, train_cfg, eval_cfg, metrics, command)
         (staged / "README.md").write_text(card, encoding="utf-8")
         (staged / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        make_readable(staged)
         replace_dir(staged, out_dir)
     finally:
         if staged.exists():

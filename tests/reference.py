@@ -22,7 +22,7 @@ def _activation(hf, arch, component: str, layer: int, ids: torch.Tensor) -> torc
         seen["x"] = (args[0] if args else next(iter(kwargs.values()))).clone()
 
     def grab_output(mod, args, output):
-        seen["x"] = select(output, point).clone()
+        seen["x"] = select(output, point, tuple(ids[None].shape)).clone()
 
     handle = (
         module.register_forward_pre_hook(grab_input, with_kwargs=True)
@@ -70,7 +70,7 @@ def patched_logits(
 def _install(module, point, src, n_heads, head, position):
     def overwrite(full: torch.Tensor) -> torch.Tensor:
         full = full.clone()
-        x = full
+        x = full.view(1, -1, full.shape[-1]) if point.flat else full  # (B·T, d) rows
         if point.part is not None:
             width = full.shape[-1] // point.parts
             x = full[..., point.part * width : (point.part + 1) * width]  # a view into full

@@ -283,3 +283,89 @@ def test_no_pickle_on_the_data_path():
     ]
     assert offenders == []
     assert torch.__version__  # torch importable, so the check is not vacuous
+
+
+# --- the user's own prompt files ---------------------------------------------------------
+
+HEADER = "clean,corrupted,correct,incorrect,labels\n"
+GOOD_ROW = (
+    '"When John and Mary went to the store , Mary gave a book to",'
+    '"When Mary and John went to the store , John gave a book to", John, Mary,IO=John;S2=Mary#2\n'
+)
+
+
+def file_dataset(project, name: str, text: str) -> str:
+    path = project / name
+    path.write_text(text)
+    (project / "conf" / "dataset" / "tiny.yaml").write_text(
+        yaml.safe_dump({"name": "tiny", "generator": "file", "options": {"path": str(path)}})
+    )
+    return str(path)
+
+
+def file_fails(project, capsys, name: str, text: str) -> tuple[str, str]:
+    path = file_dataset(project, name, text)
+    compose.run(EXP)
+    err = run_and_fail(tokenize.run, capsys, EXP)
+    assert path in err and "fix:" in err
+    assert files_under(EXP.cache) == []
+    return err, path
+
+
+def test_prompt_file_is_read_with_labels_and_answer_sets(project):
+    file_dataset(project, "prompts.csv", HEADER + GOOD_ROW.replace(", John,", ", John| a,"))
+    compose.run(EXP)
+    tokenize.run(EXP)
+    from patchsweep.steps.inputs import load_tokenized
+
+    pairs, _ = load_tokenized(EXP)
+    assert pairs.correct_ids.shape == (1, 2)
+    assert pairs.label_positions["S2"].tolist() == [9]
+
+
+def test_prompt_file_jsonl_is_read(project):
+    row = {
+        "clean": "When Tom and Ann went to the park , Ann gave a ball to",
+        "corrupted": "When Ann and Tom went to the park , Tom gave a ball to",
+        "correct": [" Tom"],
+        "incorrect": " Ann",
+        "labels": {"IO": "Tom"},
+    }
+    import json
+
+    file_dataset(project, "prompts.jsonl", json.dumps(row) + "\n")
+    compose.run(EXP)
+    tokenize.run(EXP)
+    assert EXP.tokens.is_file()
+
+
+def test_prompt_file_missing_a_column(project, capsys):
+    err, _ = file_fails(project, capsys, "p.csv", "clean,corrupted,correct\na,b,c\n")
+    assert "the header lacks column(s) incorrect" in err
+
+
+def test_prompt_file_with_unequal_lengths(project, capsys):
+    bad = GOOD_ROW.replace('John gave a book to",', 'John gave",', 1)
+    err, path = file_fails(project, capsys, "p.csv", HEADER + GOOD_ROW + bad)
+    assert f"{path}, line 3: clean has 14 tokens but corrupted has 11" in err
+
+
+def test_prompt_file_with_a_multi_token_answer(project, capsys):
+    bad = GOOD_ROW.replace(", John, Mary,", ", John Tom, Mary,")
+    err, path = file_fails(project, capsys, "p.csv", HEADER + bad)
+    assert f"{path}, line 2: correct answer ' John Tom' is 2 tokens" in err
+
+
+def test_empty_prompt_file(project, capsys):
+    err, _ = file_fails(project, capsys, "p.csv", HEADER)
+    assert "has no prompt rows" in err
+
+
+def test_malformed_prompt_file_row(project, capsys):
+    err, path = file_fails(project, capsys, "p.csv", HEADER + GOOD_ROW + "only,three,cells\n")
+    assert f"{path}, line 3: malformed row" in err
+
+
+def test_malformed_jsonl_line(project, capsys):
+    err, path = file_fails(project, capsys, "p.jsonl", '{"clean": "a", \n')
+    assert f"{path}, line 1: not valid JSON" in err

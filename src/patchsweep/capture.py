@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from patchsweep.components import HEADED, read, read_raw, select
+from patchsweep.components import HEADED, Architecture, read, read_raw, select
 from patchsweep.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def capture_run(
     max_rows: int = 64,
     desc: str = "capture",
     progress: bool = True,
+    embed_delta: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Activations of every layer for a batch of prompts (right-padded with ``lengths``).
 
@@ -60,6 +61,9 @@ def capture_run(
         (N, L, T, heads, d_head), split by head (k and v by key/value head);
         ``logits`` (N, V) at each prompt's last position, float32. Only the requested
         components (and always ``resid``) are returned.
+
+    ``embed_delta`` (N, T, d), if given, is added to the first block's input: the
+    embedding noise of causal tracing.
     """
     wanted = [c for c in STORABLE if c in set(components) | {"resid"}]
     dims = model.dims
@@ -70,7 +74,8 @@ def capture_run(
     groups = list(length_groups(lengths, max_rows))
     for rows in tqdm(groups, desc=desc, unit="batch", disable=not progress, leave=False):
         length = int(lengths[rows[0]])
-        saved = _trace(model, ids[rows, :length].to(model.device), wanted)
+        delta = embed_delta[rows, :length].to(model.device) if embed_delta is not None else None
+        saved = _trace(model, ids[rows, :length].to(model.device), wanted, delta)
         for key, value in saved.items():
             if key == "logits":
                 out[key][rows] = value.float().cpu()
@@ -81,18 +86,23 @@ def capture_run(
     return out
 
 
-def _trace(model: LoadedModel, batch: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+def _trace(
+    model: LoadedModel, batch: torch.Tensor, wanted: list[str], delta: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
     arch, dims, lm = model.arch, model.dims, model.lm
     per_layer: dict[str, list] = {name: [] for name in wanted}
-    with lm.trace(batch, logits_to_keep=1):
+    with model.trace(batch, logits_to_keep=1):
         for layer in range(dims.n_layers):
             seen: dict[tuple[str, str], object] = {}  # a fused q/k/v output is read once
+            if layer == 0 and delta is not None:
+                first = arch.hook_point("resid_pre")
+                seen[(first.module, first.io)] = add_embedding_delta(lm, arch, delta)
             for name in wanted:
                 point = arch.hook_point("resid_pre" if name == "resid" else name)
                 key = (point.module, point.io)
                 if key not in seen:
                     seen[key] = read_raw(lm, point, layer)
-                per_layer[name].append(select(seen[key], point).clone().save())
+                per_layer[name].append(select(seen[key], point, tuple(batch.shape)).clone().save())
             if "resid" in per_layer and layer == dims.n_layers - 1:
                 last = read(lm, arch.hook_point("resid_post"), layer).clone().save()
                 per_layer["resid"].append(last)
@@ -107,3 +117,10 @@ def _trace(model: LoadedModel, batch: torch.Tensor, wanted: list[str]) -> dict[s
         out[name] = stacked
     out["logits"] = logits
     return out
+
+
+def add_embedding_delta(lm, arch: Architecture, delta: torch.Tensor):
+    """Inside a trace: add ``delta`` to the first block's input in place; return it."""
+    first_input = read(lm, arch.hook_point("resid_pre"), 0)
+    first_input += delta
+    return first_input

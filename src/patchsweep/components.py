@@ -5,6 +5,11 @@ activation is the module's input or its output, which element of a tuple output 
 which slice of a fused projection it is, and how it splits into heads. This module keeps
 that knowledge in one table per architecture family, chosen from ``config.model_type``
 rather than guessed from module names.
+
+The tables follow TransformerLens's conventions: ``attn_out`` and ``mlp_out`` are what
+the sublayer adds to the residual stream (after Gemma 2's post-norms), ``z`` is the input
+of the attention output projection, and ``q``/``k`` are read before rotary embeddings.
+Module paths are those of transformers 5's modeling files.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ class HookPoint:
         index: Element of a tuple output (attention modules return (out, weights)).
         part: For a fused q/k/v projection, which of ``parts`` equal slices of the last
             dimension this component is (GPT-2's ``c_attn``: q, k, v = parts 0, 1, 2).
+        flat: The module sees every position of every prompt as one row, (batch·pos,
+            width) instead of (batch, pos, width): OPT reshapes before its MLP. Reading
+            it needs the (batch, pos) shape to unflatten (see :func:`select`).
     """
 
     module: str
@@ -35,6 +43,7 @@ class HookPoint:
     index: int | None = None
     part: int | None = None
     parts: int = 1
+    flat: bool = False
 
 
 @dataclass(frozen=True)
@@ -43,15 +52,21 @@ class Architecture:
 
     Attributes:
         family: A name for error messages and metadata.
-        blocks: Path of the list of transformer blocks.
+        blocks: Path of the list of transformer blocks; each block's input is
+            resid_pre and its output (a tensor in transformers 5) is resid_post.
         attn: Path (with ``{layer}``) of the attention module; the first element of its
             output tuple is attn_out.
-        mlp: Path of the MLP whose output is mlp_out.
+        mlp: Path of the module whose output is mlp_out: the MLP itself, the norm after
+            it (Gemma 2), or its down projection where there is no MLP module (OPT).
         o_proj: Path of the attention output projection; its input is z, the per-head
             attention outputs concatenated, split by head for head patching.
-        qkv: Path of a fused q/k/v projection, or None.
+        qkv: Path of a fused q/k/v projection whose output is [q | k | v], or None.
         q_proj, k_proj, v_proj: Paths of separate q/k/v projections, or None. q and k
             are read before rotary embeddings, as TransformerLens's hook_q / hook_k.
+        attn_out: Path of the module whose output is attn_out when a norm follows the
+            attention before the residual add (Gemma 2); None reads ``attn``'s output.
+        mlp_flat: ``mlp``'s output is (batch·pos, d_model) rows (OPT).
+        missing: Why components absent from this table are absent, for the error.
     """
 
     family: str
@@ -63,6 +78,9 @@ class Architecture:
     q_proj: str | None = None
     k_proj: str | None = None
     v_proj: str | None = None
+    attn_out: str | None = None
+    mlp_flat: bool = False
+    missing: str = ""
 
     def hook_point(self, component: str) -> HookPoint:
         """The hook point of a component type.
@@ -70,12 +88,30 @@ class Architecture:
         Raises:
             ConfigError: the architecture does not expose this component.
         """
+        points = self._points()
+        if component not in points:
+            why = f" ({self.missing})" if self.missing else ""
+            raise ConfigError(
+                f"component {component!r} is not available for {self.family} models{why}",
+                f"use one of: {', '.join(points)}",
+            )
+        return points[component]
+
+    def components(self) -> list[str]:
+        """The component types this architecture exposes."""
+        return list(self._points())
+
+    def _points(self) -> dict[str, HookPoint]:
         block = f"{self.blocks}.{{layer}}"
         points = {
             "resid_pre": HookPoint(block, "input"),
             "resid_post": HookPoint(block, "output"),
-            "attn_out": HookPoint(self.attn, "output", 0),
-            "mlp_out": HookPoint(self.mlp, "output"),
+            "attn_out": (
+                HookPoint(self.attn_out, "output")
+                if self.attn_out
+                else HookPoint(self.attn, "output", 0)
+            ),
+            "mlp_out": HookPoint(self.mlp, "output", flat=self.mlp_flat),
             "z": HookPoint(self.o_proj, "input"),
         }
         for part, name in enumerate("qkv"):
@@ -84,26 +120,24 @@ class Architecture:
                 points[name] = HookPoint(separate, "output")
             elif self.qkv:
                 points[name] = HookPoint(self.qkv, "output", part=part, parts=3)
-        if component not in points:
-            raise ConfigError(
-                f"component {component!r} is not available for {self.family} models",
-                f"use one of: {', '.join(points)}",
-            )
-        return points[component]
+        return points
 
 
-def _llama_like(family: str) -> Architecture:
-    attn = "model.layers.{layer}.self_attn"
-    return Architecture(
-        family=family,
-        blocks="model.layers",
-        attn=attn,
-        mlp="model.layers.{layer}.mlp",
-        o_proj=f"{attn}.o_proj",
-        q_proj=f"{attn}.q_proj",
-        k_proj=f"{attn}.k_proj",
-        v_proj=f"{attn}.v_proj",
-    )
+def _llama_like(family: str, **overrides: Any) -> Architecture:
+    """Llama's layout, shared by Mistral, Qwen2, Gemma, Gemma 2 and Phi."""
+    layer = "model.layers.{layer}"
+    attn = f"{layer}.self_attn"
+    fields: dict[str, Any] = {
+        "family": family,
+        "blocks": "model.layers",
+        "attn": attn,
+        "mlp": f"{layer}.mlp",
+        "o_proj": f"{attn}.o_proj",
+        "q_proj": f"{attn}.q_proj",
+        "k_proj": f"{attn}.k_proj",
+        "v_proj": f"{attn}.v_proj",
+    }
+    return Architecture(**{**fields, **overrides})
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -115,28 +149,43 @@ ARCHITECTURES: dict[str, Architecture] = {
         o_proj="transformer.h.{layer}.attn.c_proj",
         qkv="transformer.h.{layer}.attn.c_attn",
     ),
-    # GPT-NeoX fuses q/k/v interleaved per head, so they are not separable slices here.
     "gpt_neox": Architecture(
         family="gpt_neox",
         blocks="gpt_neox.layers",
         attn="gpt_neox.layers.{layer}.attention",
         mlp="gpt_neox.layers.{layer}.mlp",
         o_proj="gpt_neox.layers.{layer}.attention.dense",
+        # The engine patches a head as a contiguous slice of a component's last
+        # dimension; NeoX's query_key_value output is [q_h0 k_h0 v_h0 | q_h1 ...], so
+        # a component's heads are strided, not a slice, and in-place patching of a copy
+        # would silently change nothing.
+        missing="q, k and v are fused in query_key_value, interleaved per head",
     ),
     "llama": _llama_like("llama"),
     "mistral": _llama_like("mistral"),
     "qwen2": _llama_like("qwen2"),
     "gemma": _llama_like("gemma"),
-    "gemma2": _llama_like("gemma2"),
-    "phi": Architecture(
-        family="phi",
-        blocks="model.layers",
-        attn="model.layers.{layer}.self_attn",
-        mlp="model.layers.{layer}.mlp",
-        o_proj="model.layers.{layer}.self_attn.dense",
-        q_proj="model.layers.{layer}.self_attn.q_proj",
-        k_proj="model.layers.{layer}.self_attn.k_proj",
-        v_proj="model.layers.{layer}.self_attn.v_proj",
+    # Gemma 2 normalises each sublayer's output before adding it to the residual
+    # stream; what a sublayer contributes is that norm's output.
+    "gemma2": _llama_like(
+        "gemma2",
+        attn_out="model.layers.{layer}.post_attention_layernorm",
+        mlp="model.layers.{layer}.post_feedforward_layernorm",
+    ),
+    # Attention and MLP run in parallel from one LayerNorm; the output projection is
+    # `dense`.
+    "phi": _llama_like("phi", o_proj="model.layers.{layer}.self_attn.dense"),
+    # No MLP module: fc1/fc2 sit in the decoder layer, on (batch·pos, d) rows.
+    "opt": Architecture(
+        family="opt",
+        blocks="model.decoder.layers",
+        attn="model.decoder.layers.{layer}.self_attn",
+        mlp="model.decoder.layers.{layer}.fc2",
+        mlp_flat=True,
+        o_proj="model.decoder.layers.{layer}.self_attn.out_proj",
+        q_proj="model.decoder.layers.{layer}.self_attn.q_proj",
+        k_proj="model.decoder.layers.{layer}.self_attn.k_proj",
+        v_proj="model.decoder.layers.{layer}.self_attn.v_proj",
     ),
 }
 
@@ -196,10 +245,29 @@ def resolve(root: Any, path: str, layer: int) -> Any:
     return node
 
 
-def select(value: Any, point: HookPoint) -> Any:
-    """The component inside a module's input or output: a tuple element, a fused slice."""
+def select(value: Any, point: HookPoint, shape: tuple[int, ...] | None = None) -> Any:
+    """The component inside a module's input or output: a tuple element, a fused slice.
+
+    Args:
+        value: The module's whole input or output.
+        point: Where the component sits in it.
+        shape: (batch, pos) of the forward pass; needed only for a ``flat`` point, whose
+            rows are unflattened into a view, so writes into the result reach the model.
+
+    Raises:
+        ConfigError: a flat point and no ``shape``.
+    """
     if point.index is not None:
         value = value[point.index]
+    if point.flat:
+        if shape is None:
+            raise ConfigError(
+                f"{point.module} sees (batch·pos, width) rows and no (batch, pos) shape "
+                "was given to unflatten them",
+                "sweep another component for this model, or pass shape=(batch, pos) "
+                "to patchsweep.components.read/select",
+            )
+        value = value.view(*shape[:2], value.shape[-1])
     if point.part is not None:
         width = value.shape[-1] // point.parts
         value = value[..., point.part * width : (point.part + 1) * width]
@@ -212,6 +280,9 @@ def read_raw(root: Any, point: HookPoint, layer: int) -> Any:
     return module.input if point.io == "input" else module.output
 
 
-def read(root: Any, point: HookPoint, layer: int) -> Any:
-    """The activation at a hook point inside an nnsight trace (a tensor, patchable in place)."""
-    return select(read_raw(root, point, layer), point)
+def read(root: Any, point: HookPoint, layer: int, shape: tuple[int, ...] | None = None) -> Any:
+    """The activation at a hook point inside an nnsight trace (a tensor, patchable in place).
+
+    ``shape`` is the (batch, pos) of the traced input, needed for ``flat`` points only.
+    """
+    return select(read_raw(root, point, layer), point, shape)

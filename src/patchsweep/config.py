@@ -37,6 +37,23 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16; metrics are always fp32
     device: str = "cpu"  # cpu | cuda | cuda:N | mps
     trust_remote_code: bool = False  # never on unless the config says so explicitly
+    remote: bool = False  # run traces on NDIF (path must be a hub id; key from NDIF_API_KEY)
+
+
+@dataclass
+class NoiseConfig:
+    """Gaussian-noise corruption of causal tracing (Meng et al., 2022).
+
+    The corrupted run is the clean prompt with noise added to the token embeddings from
+    the ``labels[0]`` position to the ``labels[-1]`` position (the subject), scaled by
+    the standard deviation of the embedding matrix. Each pair is run with ``samples``
+    independent draws, averaged like prompts.
+    """
+
+    scale: float = 0.0  # k × embedding std; 0 = no noise (ROME uses 3)
+    samples: int = 1  # noise draws per pair
+    seed: int = 0  # noise seed: same seed, same draws
+    labels: list[str] = field(default_factory=lambda: ["SUBJ", "SUBJ_LAST"])
 
 
 @dataclass
@@ -48,6 +65,8 @@ class DatasetConfig:
     n_pairs: int = 32  # how many pairs the generator makes
     seed: int = 0  # generator seed: same seed, same prompts
     options: dict[str, Any] = field(default_factory=dict)  # generator-specific options
+    metric: str | None = None  # the metric this task is scored by; None = metric.name
+    noise: NoiseConfig = field(default_factory=NoiseConfig)  # embedding-noise corruption
     # Explicit pairs, used when generator == "pairs": each a mapping with clean,
     # corrupted, correct, incorrect and optional labels {name: word index}.
     pairs: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +108,7 @@ class EngineConfig:
     memory_budget_mb: float = 1024  # activation memory one batched forward pass may use
     max_batch: int = 256  # upper bound on rows per forward pass, whatever the budget
     progress: bool = True  # show a progress bar with ETA
+    checkpoint_every_s: float = 5.0  # save finished chunks this often (0 = after each)
 
 
 @dataclass
@@ -205,6 +225,11 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"{where}.{key} is an empty list", f"use null for all {key}")
     for name in cfg.capture.components:
         _check_choice("capture.components", name, STORABLE)
+    if cfg.dataset.noise.scale < 0 or cfg.dataset.noise.samples < 1:
+        raise ConfigError(
+            "dataset.noise.scale must be ≥ 0 and dataset.noise.samples ≥ 1",
+            "e.g. dataset.noise.scale=3 dataset.noise.samples=4 (scale 0 turns noise off)",
+        )
     if cfg.dataset.n_pairs < 1:
         raise ConfigError("dataset.n_pairs must be at least 1", "set dataset.n_pairs: 1 or more")
     if cfg.engine.memory_budget_mb <= 0 or cfg.engine.max_batch < 1:

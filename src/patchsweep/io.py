@@ -50,10 +50,15 @@ def _unwritable(path: Path, exc: OSError) -> OutputError:
     )
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write text atomically."""
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically, with ``\n`` line ends on every OS."""
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -92,11 +97,12 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping
         save_file(contiguous, str(tmp), metadata=metadata)
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    """Read the metadata of a safetensors file without loading its tensors."""
+@contextlib.contextmanager
+def open_tensors(path: Path) -> Iterator[Any]:
+    """Open a safetensors file; a missing, truncated or corrupt file gets a clear error."""
     try:
         with safe_open(str(path), framework="pt") as handle:
-            raw = handle.metadata() or {}
+            yield handle
     except FileNotFoundError as exc:
         raise DataError(f"{path} does not exist", "run `dvc repro` to rebuild it") from exc
     except (SafetensorError, OSError, ValueError) as exc:
@@ -104,29 +110,33 @@ def read_meta(path: Path) -> dict[str, Any]:
             f"{path} is not a readable safetensors file ({exc})",
             "it is truncated or corrupt: delete it and run `dvc repro` again",
         ) from exc
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Read the metadata of a safetensors file without loading its tensors."""
+    with open_tensors(path) as handle:
+        raw = handle.metadata() or {}
     return {k: json.loads(v) for k, v in raw.items()}
+
+
+def stored_keys(path: Path) -> set[str]:
+    """The tensor names in a safetensors file."""
+    with open_tensors(path) as handle:
+        return set(handle.keys())
 
 
 def read_tensors(path: Path, keys: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Load some or all tensors of a safetensors file."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            available = set(handle.keys())  # safe_open handles support no `in`
-            wanted = keys if keys is not None else sorted(available)
-            missing = [k for k in wanted if k not in available]
-            if missing:
-                raise StaleInputError(
-                    f"{path} lacks {', '.join(missing)}",
-                    "the file predates this config: run `dvc repro` so capture reruns",
-                )
-            return {k: handle.get_tensor(k) for k in wanted}
-    except FileNotFoundError as exc:
-        raise DataError(f"{path} does not exist", "run `dvc repro` to rebuild it") from exc
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataError(
-            f"{path} is not a readable safetensors file ({exc})",
-            "it is truncated or corrupt: delete it and run `dvc repro` again",
-        ) from exc
+    with open_tensors(path) as handle:
+        available = set(handle.keys())  # safe_open handles support no `in`
+        wanted = keys if keys is not None else sorted(available)
+        missing = [k for k in wanted if k not in available]
+        if missing:
+            raise StaleInputError(
+                f"{path} lacks {', '.join(missing)}",
+                "the file predates this config: run `dvc repro` so capture reruns",
+            )
+        return {k: handle.get_tensor(k) for k in wanted}
 
 
 def tensor_hash(*tensors: torch.Tensor) -> str:

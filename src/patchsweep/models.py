@@ -2,19 +2,25 @@
 
 The bundled model organism and ``openai-community/gpt2`` take the same path:
 ``AutoModelForCausalLM.from_pretrained`` then nnsight's ``LanguageModel`` around it.
+With ``model.remote`` the weights stay on NDIF: nnsight builds a weightless copy of the
+architecture from the hub id, and every trace must pass ``remote=True``
+(:meth:`LoadedModel.trace` does).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from patchsweep.components import Architecture, Dimensions, architecture_for, dimensions_of
 from patchsweep.config import ModelConfig
@@ -23,6 +29,10 @@ from patchsweep.errors import ConfigError, ModelLoadError
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("cpu", "cuda", "cuda:N", "mps", "auto")
+
+# tokenizer_config.json classes that mean "tokenizer.json is the whole tokenizer".
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 @dataclass
@@ -30,18 +40,25 @@ class LoadedModel:
     """A model ready for tracing, with what the stages need to know about it."""
 
     lm: Any  # nnsight LanguageModel
-    hf: Any  # the transformers model inside it
+    hf: Any  # the transformers model inside it (weightless when remote)
     tokenizer: Any
     arch: Architecture
     dims: Dimensions
     name: str
     revision: str
     dtype: str
-    device: str
+    device: str  # where inputs go: the device of the input embeddings
+    remote: bool = False  # traces run on NDIF and must pass remote=True
 
     def identity(self) -> dict[str, str]:
         """Metadata recorded in every activation file and checked by its readers."""
         return {"model": self.name, "revision": self.revision, "dtype": self.dtype}
+
+    def trace(self, *inputs: Any, **kwargs: Any) -> Any:
+        """``lm.trace``, sent to NDIF when the model is remote."""
+        if self.remote:
+            kwargs.setdefault("remote", True)
+        return self.lm.trace(*inputs, **kwargs)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -51,6 +68,49 @@ def torch_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+def check_device(device: str) -> None:
+    """Fail before loading any weights when ``model.device`` is not usable here.
+
+    Raises:
+        ConfigError: an unknown device name, or hardware or a package this machine
+            lacks; the message names the check that failed and the fix.
+    """
+    cuda = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device == "cpu":
+        return
+    if device == "auto":
+        if importlib.util.find_spec("accelerate") is None:
+            raise ConfigError(
+                "model.device is 'auto' (device_map='auto') but the accelerate package "
+                "is not installed",
+                "pip install accelerate, or name one device: cpu, cuda, cuda:N or mps",
+            )
+    elif cuda:
+        _check_cuda(device, int(cuda.group(1) or 0))
+    elif device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                "model.device is 'mps' but torch.backends.mps.is_available() is False",
+                "use cpu; mps needs Apple silicon and a macOS build of torch",
+            )
+    else:
+        raise ConfigError(f"model.device is {device!r}", f"use one of: {', '.join(DEVICES)}")
+
+
+def _check_cuda(device: str, index: int) -> None:
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"model.device is {device!r} but torch.cuda.is_available() is False",
+            "use cpu, or install a CUDA build of torch",
+        )
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(
+            f"model.device is {device!r} but only {count} CUDA device(s) are visible",
+            f"use cuda:0 to cuda:{count - 1}, or check CUDA_VISIBLE_DEVICES",
+        )
+
+
 def is_local(path: str) -> bool:
     """A path is local if it exists, or if it starts like one (./, /, ~, or data/)."""
     p = Path(path).expanduser()
@@ -58,9 +118,17 @@ def is_local(path: str) -> bool:
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
-    """The model's tokenizer, with the same local/hub rules as the model."""
+    """The model's tokenizer, with the same local/hub rules as the model.
+
+    A local folder whose ``tokenizer_config.json`` names the generic fast tokenizer is
+    loaded as exactly that: for some model types (qwen2, phi3, ...) transformers 5
+    otherwise substitutes the type's own tokenizer class, which rebuilds the
+    pre-tokenizer and breaks a custom vocabulary such as a word-level one.
+    """
     _check_local(cfg)
     try:
+        if _declares_generic_tokenizer(cfg.path):
+            return PreTrainedTokenizerFast.from_pretrained(Path(cfg.path).expanduser())
         return AutoTokenizer.from_pretrained(
             cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
         )
@@ -69,30 +137,33 @@ def load_tokenizer(cfg: ModelConfig) -> Any:
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
-    """Load the model and tokenizer named by ``cfg``, in eval mode, wrapped for nnsight."""
+    """Load the model and tokenizer named by ``cfg``, in eval mode, wrapped for nnsight.
+
+    Raises:
+        ConfigError: a bad dtype or device, an unsupported architecture, or a remote
+            model given as a local folder.
+        ModelLoadError: the model or its tokenizer cannot be found.
+    """
     from nnsight import LanguageModel  # imported here: 2 s, and only model stages need it
 
-    _check_local(cfg)
     dtype = torch_dtype(cfg.dtype)
+    if cfg.remote:
+        return _load_remote(cfg, dtype, LanguageModel)
+    check_device(cfg.device)
+    _check_local(cfg)
+    arch = architecture_for(_hf_config(cfg))  # before the weights: fail fast
     tokenizer = load_tokenizer(cfg)
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(
-            cfg.path,
-            revision=cfg.revision,
-            dtype=dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            attn_implementation="eager",
-        )
-    except OSError as exc:
-        raise _hub_error(cfg, exc) from exc
-    arch = architecture_for(hf.config)
-    hf.to(cfg.device).eval()
+    hf = _load_weights(cfg, dtype)
+    if cfg.device != "auto":
+        hf.to(cfg.device)
+    hf.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # LanguageModel's deprecation notice
         lm = LanguageModel(hf, tokenizer=tokenizer)
+    device = str(hf.get_input_embeddings().weight.device)
     revision = cfg.revision or _local_revision(cfg.path) or "main"
     log.info(
-        "loaded %s (%s) from %s on %s in %s", cfg.name, arch.family, cfg.path, cfg.device, cfg.dtype
+        "loaded %s (%s) from %s on %s in %s", cfg.name, arch.family, cfg.path, device, cfg.dtype
     )
     return LoadedModel(
         lm=lm,
@@ -103,8 +174,84 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         name=cfg.name,
         revision=revision,
         dtype=cfg.dtype,
-        device=cfg.device,
+        device=device,
     )
+
+
+def _load_remote(cfg: ModelConfig, dtype: torch.dtype, language_model: type) -> LoadedModel:
+    """A weightless local copy of a hub model whose traces run on NDIF.
+
+    nnsight reads the NDIF API key from the NDIF_API_KEY environment variable. The
+    device is NDIF's, so ``model.device`` is not checked; inputs are built on the CPU.
+    """
+    if is_local(cfg.path):
+        raise ConfigError(
+            f"model.remote is true but model.path {cfg.path!r} is a local folder",
+            "NDIF runs only models it hosts, named by hub id: set model.path to such a "
+            "hub id, or set model.remote: false",
+        )
+    tokenizer = load_tokenizer(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LanguageModel's deprecation notice
+        lm = language_model(
+            cfg.path,
+            revision=cfg.revision,
+            tokenizer=tokenizer,
+            dtype=dtype,
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    hf = lm._module  # the meta-device skeleton nnsight builds from the hub config
+    arch = architecture_for(hf.config)
+    log.info("using %s (%s) remotely on NDIF in %s", cfg.path, arch.family, cfg.dtype)
+    return LoadedModel(
+        lm=lm,
+        hf=hf,
+        tokenizer=tokenizer,
+        arch=arch,
+        dims=dimensions_of(hf.config),
+        name=cfg.name,
+        revision=cfg.revision or "main",
+        dtype=cfg.dtype,
+        device="cpu",
+        remote=True,
+    )
+
+
+def _hf_config(cfg: ModelConfig) -> Any:
+    try:
+        return AutoConfig.from_pretrained(
+            cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    except OSError as exc:
+        raise _hub_error(cfg, exc) from exc
+
+
+def _load_weights(cfg: ModelConfig, dtype: torch.dtype) -> Any:
+    """The transformers model, with eager attention: TransformerLens runs eager too, and
+    sdpa differs from it by ~1e-3 in fp32, so results would not compare across tools."""
+    placement = {"device_map": "auto"} if cfg.device == "auto" else {}
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            cfg.path,
+            revision=cfg.revision,
+            dtype=dtype,
+            trust_remote_code=cfg.trust_remote_code,
+            attn_implementation="eager",
+            **placement,
+        )
+    except OSError as exc:
+        raise _hub_error(cfg, exc) from exc
+
+
+def _declares_generic_tokenizer(path: str) -> bool:
+    config = Path(path).expanduser() / "tokenizer_config.json"
+    if not config.is_file():
+        return False
+    try:
+        declared = json.loads(config.read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return False
+    return declared in GENERIC_TOKENIZERS
 
 
 def _check_local(cfg: ModelConfig) -> None:

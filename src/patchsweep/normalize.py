@@ -15,19 +15,10 @@ import pandas as pd
 import torch
 
 from patchsweep.errors import DataError
+from patchsweep.sweeps import SITE_KEYS
 
 log = logging.getLogger(__name__)
 
-SITE_KEYS = [
-    "sweep",
-    "component",
-    "direction",
-    "layer",
-    "head",
-    "position",
-    "position_label",
-    "window",
-]
 RELATIVE_GAP_WARNING = 0.05
 
 

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
+from patchsweep.capture import add_embedding_delta
 from patchsweep.checkpoint import Checkpoint
 from patchsweep.components import HEADED, Dimensions, read, resolve
 from patchsweep.errors import ConfigError
@@ -65,6 +67,8 @@ class PatchInputs:
         correct: (N, Kc) and incorrect: (N, Ki) answer ids, −1 padded.
         clean_logits: (N, V) the clean run's final logits, for metrics that compare
             distributions; None if the metric needs none.
+        target_delta: (N, T, d) added to the first block's input of every target run:
+            the embedding noise when the target is a noise-corrupted run; else None.
     """
 
     target_ids: torch.Tensor
@@ -74,6 +78,7 @@ class PatchInputs:
     correct: torch.Tensor
     incorrect: torch.Tensor
     clean_logits: torch.Tensor | None = None
+    target_delta: torch.Tensor | None = None
 
 
 def rows_per_pass(
@@ -126,7 +131,11 @@ def run_patches(
     rows = _all_rows(sites, inputs.lengths)
     bytes_per_value = next(model.hf.parameters()).element_size()
     bar = tqdm(total=len(rows.site), desc=desc, unit="patch", disable=not progress, leave=False)
-    prefix = _PrefixCache(model, inputs.target_ids, inputs.lengths) if fast else None
+    prefix = (
+        _PrefixCache(model, inputs.target_ids, inputs.lengths, inputs.target_delta)
+        if fast
+        else None
+    )
     for length in torch.unique(inputs.lengths).tolist():
         in_group = torch.nonzero(inputs.lengths[rows.prompt] == length).flatten()
         cap = rows_per_pass(model.dims, length, budget_mb, max_batch, bytes_per_value)
@@ -219,16 +228,20 @@ class _PrefixCache:
     the patch; their keys and values in every layer are those of the unpatched target run.
     """
 
-    def __init__(self, model: LoadedModel, ids: torch.Tensor, lengths: torch.Tensor) -> None:
-        self.model, self.ids, self.lengths = model, ids, lengths
+    def __init__(
+        self,
+        model: LoadedModel,
+        ids: torch.Tensor,
+        lengths: torch.Tensor,
+        delta: torch.Tensor | None = None,
+    ) -> None:
+        self.model, self.ids, self.lengths, self.delta = model, ids, lengths, delta
         self._length: int | None = None
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._slot: dict[int, int] = {}
 
     def for_rows(self, prompts: torch.Tensor, upto: int):
         """A DynamicCache holding positions < ``upto`` of each row's target prompt."""
-        from transformers import DynamicCache
-
         length = int(self.lengths[prompts[0]])
         if self._length != length:
             self._fill(length)
@@ -242,10 +255,17 @@ class _PrefixCache:
 
     def _fill(self, length: int) -> None:
         members = torch.nonzero(self.lengths == length).flatten()
-        out = self.model.hf(
-            self.ids[members, :length].to(self.model.device), use_cache=True, logits_to_keep=1
-        )
-        self._kv = [(k.cpu(), v.cpu()) for k, v, *_ in out.past_key_values]
+        lm, arch, device = self.model.lm, self.model.arch, self.model.device
+        with self.model.trace(
+            self.ids[members, :length].to(device),
+            use_cache=True,
+            logits_to_keep=1,
+            past_key_values=DynamicCache(),  # no config: keep every position of every layer
+        ):
+            if self.delta is not None:
+                add_embedding_delta(lm, arch, self.delta[members, :length].to(device))
+            cache = lm.output.past_key_values.save()
+        self._kv = [(k.cpu(), v.cpu()) for k, v, *_ in cache]
         self._slot = {int(p): n for n, p in enumerate(members)}
         self._length = length
 
@@ -274,11 +294,18 @@ def _patched_pass(
     point = arch.hook_point(component)
     n_heads = dims.heads_of(component) if component in HEADED else 0
     resid = inputs.target_resid[i, 1 : lowest + 1, start:length].to(device) if lowest else None
-    with lm.trace(batch, logits_to_keep=1, **kwargs):
+    noise = (
+        inputs.target_delta[i, start:length].to(device)
+        if inputs.target_delta is not None and lowest == 0
+        else None
+    )
+    with model.trace(batch, logits_to_keep=1, **kwargs):
         for block in range(lowest):
             resolve(lm, arch.blocks + ".{layer}", block).skip(resid[:, block])
+        noised = add_embedding_delta(lm, arch, noise) if noise is not None else None
         for layer, whole, whole_src, whole_heads, single, single_src, pos, heads in plan:
-            act = read(lm, point, layer)
+            first_input = noised is not None and component == "resid_pre" and layer == 0
+            act = noised if first_input else read(lm, point, layer, tuple(batch.shape))
             if n_heads:
                 # (B, T, heads, d_head): each row takes its own head
                 act = act.view(act.shape[0], act.shape[1], n_heads, act.shape[-1] // n_heads)

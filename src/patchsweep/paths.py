@@ -68,6 +68,11 @@ class ExperimentPaths:
         return self.results / "per_prompt.csv"
 
     @property
+    def lines(self) -> Path:
+        """One CSV per 1-D sweep (effect by layer): DVC ``plots`` for ``dvc plots diff``."""
+        return self.results / "lines"
+
+    @property
     def baselines(self) -> Path:
         return self.results / "baselines.json"
 

@@ -21,18 +21,10 @@ from patchsweep.tokenize import END, TokenizedPairs
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = [
-    "sweep",
-    "component",
-    "direction",
-    "layer",
-    "head",
-    "position",
-    "position_label",
-    "window",
-    "prompt",
-    "metric",
-]
+# What identifies a patch site in every table, and the per-prompt table's columns.
+SITE_KEYS = ["sweep", "component", "direction", "layer", "head", "position", "position_label",
+             "window"]  # fmt: skip
+TABLE_COLUMNS = [*SITE_KEYS, "prompt", "metric"]
 
 
 def checked_indices(

@@ -91,20 +91,21 @@ def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPair
     tokens: list[list[str]] = []
     labels: dict[str, list[int]] = {}
     for index, pair in enumerate(pairs):
-        clean, offsets = _encode(tokenizer, pair.clean, index, "clean")
-        corrupted, _ = _encode(tokenizer, pair.corrupted, index, "corrupted")
+        where = pair.origin or f"pair {index}"
+        clean, offsets = _encode(tokenizer, pair.clean, where, "clean")
+        corrupted, _ = _encode(tokenizer, pair.corrupted, where, "corrupted")
         if len(clean) != len(corrupted):
             raise DataError(
-                f"pair {index}: clean has {len(clean)} tokens but corrupted has "
+                f"{where}: clean has {len(clean)} tokens but corrupted has "
                 f"{len(corrupted)} ({pair.clean!r} vs {pair.corrupted!r})",
                 "patching aligns the prompts position by position: make both prompts the "
                 "same token length (e.g. swap names that are one token each)",
             )
-        correct_rows.append(_answer_ids(tokenizer, pair.correct, index, "correct", unk_id))
-        incorrect_rows.append(_answer_ids(tokenizer, pair.incorrect, index, "incorrect", unk_id))
+        correct_rows.append(_answer_ids(tokenizer, pair.correct, where, "correct", unk_id))
+        incorrect_rows.append(_answer_ids(tokenizer, pair.incorrect, where, "incorrect", unk_id))
         for name, offset in pair.labels.items():
             labels.setdefault(name, [-1] * len(pairs))[index] = _token_at(
-                offsets, offset, index, name
+                offsets, offset, where, name
             )
         clean_rows.append(clean)
         corrupted_rows.append(corrupted)
@@ -123,44 +124,44 @@ def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPair
     )
 
 
-def _encode(tokenizer: Any, text: str, index: int, which: str) -> tuple[list[int], list]:
+def _encode(tokenizer: Any, text: str, where: str, which: str) -> tuple[list[int], list]:
     if not text.strip():
-        raise DataError(f"pair {index}: the {which} prompt is empty", "give every pair a prompt")
+        raise DataError(f"{where}: the {which} prompt is empty", "give every pair a prompt")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), list(enc["offset_mapping"])
 
 
 def _answer_ids(
-    tokenizer: Any, answers: Sequence[str], index: int, which: str, unk_id: int | None
+    tokenizer: Any, answers: Sequence[str], where: str, which: str, unk_id: int | None
 ) -> list[int]:
     if not answers:
-        raise DataError(f"pair {index} has no {which} answer", f"give at least one {which} answer")
+        raise DataError(f"{where} has no {which} answer", f"give at least one {which} answer")
     ids = []
     for answer in answers:
         encoded = tokenizer(answer, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
             pieces = tokenizer.convert_ids_to_tokens(encoded)
             raise DataError(
-                f"pair {index}: {which} answer {answer!r} is {len(encoded)} tokens {pieces}",
+                f"{where}: {which} answer {answer!r} is {len(encoded)} tokens {pieces}",
                 "the metric reads one next-token logit per answer: use an answer that is a "
                 "single token for this tokenizer (GPT-2 style: with its leading space)",
             )
         if unk_id is not None and encoded[0] == unk_id:
             raise DataError(
-                f"pair {index}: {which} answer {answer!r} is not in the model's vocabulary",
+                f"{where}: {which} answer {answer!r} is not in the model's vocabulary",
                 "use a word the tokenizer knows (it maps this one to the unknown token)",
             )
         ids.append(encoded[0])
     return ids
 
 
-def _token_at(offsets: list, char_offset: int, index: int, name: str) -> int:
+def _token_at(offsets: list, char_offset: int, where: str, name: str) -> int:
     """The token whose character span holds ``char_offset`` (after leading spaces)."""
     for position, (start, end) in enumerate(offsets):
         if start <= char_offset < end or (start >= char_offset and end > start):
             return position
     raise DataError(
-        f"pair {index}: label {name!r} points at character {char_offset}, past the prompt",
+        f"{where}: label {name!r} points at character {char_offset}, past the prompt",
         "label offsets are character positions of the labelled word in the clean prompt",
     )
 

@@ -24,6 +24,8 @@ class PromptPair:
             word starts (``{"IO": 6, "S1": 15, "S2": 41}``). ``END`` (the last token) is
             added by the tokenizer stage and need not be given.
         template: Which template produced the pair; prompts are grouped by it.
+        origin: Where the pair came from, for error messages ("prompts.csv, line 4");
+            empty for generated pairs, which are named by their index.
     """
 
     clean: str
@@ -32,3 +34,4 @@ class PromptPair:
     incorrect: tuple[str, ...]
     labels: Mapping[str, int] = field(default_factory=dict)
     template: str = ""
+    origin: str = ""

@@ -26,15 +26,16 @@ def pairs_from_config(
 
 
 def _pair(row: Mapping[str, Any], index: int, source: str) -> PromptPair:
+    where = str(row.get("origin") or f"{source}[{index}]")
     missing = [k for k in REQUIRED if k not in row]
     if missing:
         raise DataError(
-            f"{source}[{index}] lacks {', '.join(missing)}",
+            f"{where} lacks {', '.join(missing)}",
             f"give every pair {', '.join(REQUIRED)} (labels optional)",
         )
     clean = str(row["clean"])
     labels = {
-        str(k): word_offset(clean, str(v), f"{source}[{index}].labels.{k}")
+        str(k): word_offset(clean, str(v), f"{where}: labels.{k}")
         for k, v in dict(row.get("labels") or {}).items()
     }
     return PromptPair(
@@ -44,6 +45,7 @@ def _pair(row: Mapping[str, Any], index: int, source: str) -> PromptPair:
         incorrect=_answers(row["incorrect"]),
         labels=labels,
         template=str(row.get("template", "")),
+        origin=str(row.get("origin", "")),
     )
 
 

@@ -13,6 +13,7 @@ come from.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping, Sequence
 
@@ -74,6 +75,10 @@ INDUCTION_POOL: tuple[str, ...] = (
     NAMES + PLACES + OBJECTS + GT_NOUNS + SUBJECTS + CITIES + PROFESSIONS + SPORTS
 )
 
+# What the organism's pre-tokenizer calls a token: a run of word characters or a run of
+# other non-space characters (tokenizers' ``Whitespace`` pre-tokenizer).
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+
 # Punctuation the word-level tokenizer knows; each is its own token.
 PUNCTUATION: tuple[str, ...] = (",", ".", "!", "?", ";", ":", "'", '"', "(", ")", "-")
 
@@ -130,12 +135,5 @@ def next_word_offset(text: str, offset: int) -> int:
     non-space characters), so the label ``S1+1`` lands on what the tokenizer calls the
     next token, for GPT-2's BPE as well when the next token is a word or punctuation.
     """
-    i = offset
-    is_word = text[i].isalnum() or text[i] == "_"
-    while (
-        i < len(text) and not text[i].isspace() and (text[i].isalnum() or text[i] == "_") == is_word
-    ):
-        i += 1
-    while i < len(text) and text[i].isspace():
-        i += 1
-    return i
+    end = _TOKEN.match(text, offset).end()
+    return len(text) - len(text[end:].lstrip())

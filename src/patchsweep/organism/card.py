@@ -23,6 +23,7 @@ _METRIC_DOCS = {
     ("ioi", "logit_diff"): "mean logit(IO) − logit(S), clean prompts",
     ("ioi", "corrupted_logit_diff"): "same answers on the swap-corrupted prompts",
     ("ioi", "abc_logit_diff"): "same answers on the ABC-corrupted prompts",
+    ("ioi", "bos_accuracy"): "accuracy with <|endoftext|> prepended (TransformerLens)",
     ("ioi", "train_accuracy"): "accuracy on train-split name pairs, for comparison",
     ("greater_than", "accuracy"): "the top token is a year > YY",
     ("greater_than", "prob_diff"): "mean p(years > YY) − p(years ≤ YY), clean prompts",
@@ -60,7 +61,9 @@ def render_card(
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
     pools = ", ".join(f"{name} {len(words)}" for name, words in POOLS.items())
-    hyper = "\n".join(f"| {k} | {v} |" for k, v in asdict(train_cfg).items())
+    settings = asdict(train_cfg)
+    settings["task_mix"] = ", ".join(f"{k} {v}" for k, v in train_cfg.task_mix.items())
+    hyper = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
     ioi_templates = "\n".join(f"{i + 1}. `{t} {{IO}}`" for i, t in enumerate(ioi.BABA_TEMPLATES))
     relations = "\n".join(
         f"- {rel}: `{template}` (→ one of {len(pool)})"
@@ -129,6 +132,9 @@ def render_card(
             f"{train_cfg.induction_max_length} in training, {eval_cfg.induction_length} in",
             "evaluation) followed by its repeat.",
             "",
+            "Labels, corruptions and answer conventions of every task are in the",
+            "generators' module docstrings; generators default to the `test` split.",
+            "",
             "## Held-out results",
             "",
             f"{eval_cfg.n_pairs} prompts per task from the test splits, generator seed "
@@ -146,7 +152,22 @@ def render_card(
             "|---|---|",
             hyper,
             "",
+            "## Limitations",
+            "",
+            "- A toy: it knows only its vocabulary (other words become `<unk>`) and",
+            "  these templates, not English.",
+            f"- A fraction {train_cfg.bos_prob} of training sequences starts with",
+            "  `<|endoftext|>`, so prompts work with or without it (`bos_accuracy`); the",
+            "  metrics above are measured without it, as the pipeline feeds prompts.",
+            f"- Sequences longer than {cfg.n_positions} tokens are out of range; induction",
+            f"  was trained on {2 * train_cfg.induction_min_length}–"
+            f"{2 * train_cfg.induction_max_length} token sequences.",
+            "- Retraining gives identical weights with the same torch build, thread count",
+            "  and CPU type; other platforms may differ in the last bits.",
+            "",
             "## Reproduce",
+            "",
+            "From the repository root, in the project's environment (`pip install -e .`):",
             "",
             "```bash",
             command,

@@ -45,22 +45,28 @@ def final_logits(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     batch_size: int = 250,
+    prepend_bos: bool = False,
 ) -> torch.Tensor:
     """Logits at each prompt's last token, shape ``(n_prompts, vocab)``.
 
-    Prompts are right-padded; with a causal model and default position ids, padding after
-    the last real token cannot change it, so no attention mask is needed.
+    Prompts are right-padded: with a causal model and default position ids, padding after
+    the last real token cannot change it. ``prepend_bos`` puts ``bos_token`` first, as
+    TransformerLens does with string input.
     """
     rows = tokenizer(list(prompts), add_special_tokens=False).input_ids
+    if prepend_bos:
+        rows = [[tokenizer.bos_token_id, *row] for row in rows]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
         width = max(len(r) for r in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # (B, T)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)  # (B, T)
         for i, row in enumerate(chunk):
             ids[i, : len(row)] = torch.tensor(row)
-        logits = model(input_ids=ids).logits  # (B, T, V)
+            mask[i, : len(row)] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
         last = torch.tensor([len(r) - 1 for r in chunk])
         out.append(logits[torch.arange(len(chunk)), last].float())
     return torch.cat(out)
@@ -77,18 +83,21 @@ def evaluate_ioi(
 
     Returns:
         ``accuracy`` (IO is the top token over the whole vocabulary), ``logit_diff`` (mean
-        logit(IO) − logit(S) on clean prompts) and ``corrupted_logit_diff`` (the same
-        answers scored on the corrupted prompts).
+        logit(IO) − logit(S) on clean prompts), ``corrupted_logit_diff`` (the same
+        answers scored on the corrupted prompts) and ``bos_accuracy`` (accuracy with
+        ``bos_token`` prepended, the input TransformerLens builds from strings).
     """
     io = _answer_ids(tokenizer, [p.correct[0] for p in pairs])
     s = _answer_ids(tokenizer, [p.incorrect[0] for p in pairs])
     rows = torch.arange(len(pairs))
     clean = final_logits(model, tokenizer, [p.clean for p in pairs])
     corrupted = final_logits(model, tokenizer, [p.corrupted for p in pairs])
+    with_bos = final_logits(model, tokenizer, [p.clean for p in pairs], prepend_bos=True)
     return {
         "accuracy": (clean.argmax(-1) == io).float().mean().item(),
         "logit_diff": (clean[rows, io] - clean[rows, s]).mean().item(),
         "corrupted_logit_diff": (corrupted[rows, io] - corrupted[rows, s]).mean().item(),
+        "bos_accuracy": (with_bos.argmax(-1) == io).float().mean().item(),
     }
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +28,7 @@ from patchsweep.organism.tokenizer import build_tokenizer
 
 
 def _default_task_mix() -> dict[str, float]:
-    return {"ioi": 0.5, "greater_than": 0.15, "factual": 0.15, "induction": 0.2}
+    return {"ioi": 0.4, "greater_than": 0.15, "factual": 0.15, "induction": 0.3}
 
 
 @dataclass
@@ -39,17 +40,17 @@ class TrainConfig:
     n_head: int = 4  # attention heads per block
     d_model: int = 128  # residual stream width (GPT-2's n_embd); MLP is 4x this
     n_positions: int = 64  # longest sequence the model accepts
-    steps: int = 3000  # optimiser steps
+    steps: int = 5000  # optimiser steps
     batch_size: int = 64  # sequences per step, split over tasks by task_mix
     lr: float = 2e-3  # AdamW peak learning rate
     warmup_steps: int = 100  # linear warm-up from 0 to lr
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     weight_decay: float = 0.01  # AdamW decoupled weight decay
     grad_clip: float = 1.0  # max global gradient norm
-    bos_prob: float = 0.0  # chance of starting a sequence with <|endoftext|>
-    induction_min_length: int = 4  # shortest repeated sequence in induction examples
-    induction_max_length: int = 12  # longest repeated sequence in induction examples
-    num_threads: int = 2  # torch CPU threads; part of the determinism contract
+    bos_prob: float = 0.5  # chance of starting a sequence with <|endoftext|> (TL adds it)
+    induction_min_length: int = 3  # shortest repeated sequence in induction examples
+    induction_max_length: int = 16  # longest repeated sequence in induction examples
+    num_threads: int = 1  # torch CPU threads; part of the determinism contract
     log_every: int = 250  # steps between loss reports
     task_mix: dict[str, float] = field(default_factory=_default_task_mix)  # batch shares
 
@@ -75,9 +76,9 @@ def task_counts(mix: dict[str, float], batch_size: int) -> dict[str, int]:
     return {task: n for task, n in counts.items() if n > 0}
 
 
-def training_texts(cfg: TrainConfig, rng: random.Random) -> list[str]:
-    """One batch of training sequences (prompt + answer), drawn from the train splits."""
-    texts: list[str] = []
+def training_texts(cfg: TrainConfig, rng: random.Random) -> dict[str, list[str]]:
+    """One batch of training sequences (prompt + answer) per task, from the train splits."""
+    texts: dict[str, list[str]] = {}
     for task, n in task_counts(cfg.task_mix, cfg.batch_size).items():
         if task == "induction":
             pairs = [
@@ -92,25 +93,48 @@ def training_texts(cfg: TrainConfig, rng: random.Random) -> list[str]:
             ]
         else:
             pairs = generate(task, n, rng.randrange(2**32), split="train")
-        texts.extend(pair.clean + rng.choice(pair.correct) for pair in pairs)
+        texts[task] = [pair.clean + rng.choice(pair.correct) for pair in pairs]
     return texts
 
 
 def encode_batch(
     texts: list[str], tokenizer: PreTrainedTokenizerFast, rng: random.Random, bos_prob: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded input ids and labels (``-100`` on padding, ignored by the loss)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (``-100`` on padding)."""
     eos = tokenizer.eos_token_id
     rows = []
     for ids in tokenizer(texts, add_special_tokens=False).input_ids:
         rows.append([eos, *ids] if rng.random() < bos_prob else ids)
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), eos, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)  # (B, T)
     for i, row in enumerate(rows):
         input_ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
         labels[i, : len(row)] = torch.tensor(row)
-    return input_ids, labels
+    return input_ids, mask, labels
+
+
+def batch_loss_backward(
+    model: GPT2LMHeadModel, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+) -> float:
+    """Accumulate gradients of the mean next-token loss over several padded batches.
+
+    Each task is its own padded batch, so short prompts (factual recall) are not padded to
+    the length of the longest (induction): the padding would cost as much as real tokens.
+    Returns the mean loss per predicted token.
+    """
+    n_targets = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in batches)
+    total = 0.0
+    for input_ids, mask, labels in batches:
+        logits = model(input_ids=input_ids, attention_mask=mask).logits  # (B, T, V)
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), reduction="sum"
+        )
+        (loss / n_targets).backward()
+        total += loss.item()
+    return total / n_targets
 
 
 def build_model(cfg: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
@@ -150,8 +174,29 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = print) -> TrainR
     Returns:
         The trained model (in eval mode), its tokenizer and training statistics.
     """
-    torch.set_num_threads(cfg.num_threads)
+    with deterministic_torch(cfg.num_threads):
+        return _train(cfg, log)
+
+
+@contextmanager
+def deterministic_torch(num_threads: int) -> Iterator[None]:
+    """Deterministic kernels and a fixed thread count, restored afterwards.
+
+    Restoring matters when training runs inside a larger process (the tests): the
+    caller's thread count and determinism setting are not ours to change for good.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads)
     torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, log: Callable[[str], None] | None) -> TrainResult:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
@@ -166,20 +211,21 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = print) -> TrainR
     for step in range(cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        input_ids, labels = encode_batch(training_texts(cfg, rng), tokenizer, rng, cfg.bos_prob)
-        if input_ids.shape[1] > cfg.n_positions:
-            raise ValueError(f"a training sequence has {input_ids.shape[1]} tokens > n_positions")
-        loss = model(input_ids=input_ids, labels=labels).loss
+        batches = [
+            encode_batch(texts, tokenizer, rng, cfg.bos_prob)
+            for texts in training_texts(cfg, rng).values()
+        ]
+        longest = max(ids.shape[1] for ids, _, _ in batches)
+        if longest > cfg.n_positions:
+            raise ValueError(f"a training sequence has {longest} tokens > n_positions")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = batch_loss_backward(model, batches)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        recent = [*recent[-(cfg.log_every - 1) :], loss.item()]
+        recent = [*recent[-(cfg.log_every - 1) :], loss]
         if log is not None and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            elapsed = time.perf_counter() - start
-            log(
-                f"step {step + 1}/{cfg.steps}  loss {sum(recent) / len(recent):.4f}  {elapsed:.0f} s"
-            )
+            mean, elapsed = sum(recent) / len(recent), time.perf_counter() - start
+            log(f"step {step + 1}/{cfg.steps}  loss {mean:.4f}  {elapsed:.0f} s")
     model.eval()
     return TrainResult(
         model=model,

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from patchsweep.io import write_text
 from patchsweep.plotting.style import (
     DIRECTION_VERBS,
     ExperimentInfo,
     PlotStyle,
-    atomic_write_text,
 )
 
 REPORT_MD = "report.md"
@@ -133,10 +133,10 @@ def write_report_files(
         out_dir / REPORT_HTML,
         out_dir / TOP_COMPONENTS,
     )
-    atomic_write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
-    atomic_write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
+    write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
+    write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
     metrics = top_components(sweeps, style.top_k)
-    atomic_write_text(json_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     return [md_path, html_path, json_path]
 
 

@@ -9,8 +9,6 @@ an interrupted run never leaves a half-written file that a later ``dvc commit`` 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,8 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 from matplotlib.figure import Figure
+
+from patchsweep.io import write_bytes
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -135,7 +135,6 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> li
     Returns:
         The written paths, in the order of ``formats``.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         buffer = BytesIO()
@@ -148,27 +147,9 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> li
             facecolor="white",
         )
         path = out_dir / f"{stem}.{fmt}"
-        atomic_write_bytes(path, buffer.getvalue())
+        write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and ``os.replace``: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes` (``\\n`` line ends on every OS)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def symmetric_limit(values: object, floor: float) -> float:

@@ -49,6 +49,8 @@ def run(exp: ExperimentPaths, overrides: Sequence[str] = ()) -> Path:
             for name in list(cfg.sweeps):
                 if name not in wanted:
                     del cfg.sweeps[name]
+    if cfg.dataset.metric:  # a task scored by its own metric (Greater-Than: prob_diff)
+        cfg.metric.name = cfg.dataset.metric
     write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
     log.info("wrote %s (sweeps: %s)", exp.config, ", ".join(cfg.sweeps))
     return exp.config

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from patchsweep.errors import DataError
-from patchsweep.io import check_meta, read_json, read_meta, read_tensors
+from patchsweep.io import check_meta, read_json, read_meta, read_tensors, stored_keys
 from patchsweep.paths import ExperimentPaths
 from patchsweep.tokenize import TokenizedPairs
 
@@ -27,11 +27,20 @@ def load_tokenized(exp: ExperimentPaths) -> tuple[TokenizedPairs, str]:
 
 
 def load_activations(
-    exp: ExperimentPaths, run: str, keys: list[str], expected: dict[str, Any]
+    exp: ExperimentPaths,
+    run: str,
+    keys: list[str] | None,
+    expected: dict[str, Any],
+    only: list[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Cached activations of one run, refused unless made by this model from these tokens."""
+    """Cached activations of one run, refused unless made by this model from these tokens.
+
+    ``keys`` must all be present; ``only`` instead loads whichever of its keys exist.
+    """
     path = exp.activations(run)
     check_meta(path, read_meta(path), {**expected, "run": run})
+    if only is not None:
+        keys = [k for k in only if k in stored_keys(path)]
     tensors = read_tensors(path, keys)
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):

@@ -43,6 +43,9 @@ def run(exp: ExperimentPaths) -> None:
     table = aggregate(per_prompt)
     write_csv(exp.table, table)
     write_csv(exp.per_prompt, per_prompt)
+    one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
+    for sweep, rows in one_dimensional.groupby("sweep", sort=False):
+        write_csv(exp.lines / f"{sweep}.csv", rows[["layer", "normalized", "sem", "metric"]])
     write_json(exp.baselines, baselines)
     log.info(
         "clean %s %.3f ± %.3f, corrupted %.3f ± %.3f over %d prompts; wrote %s",

@@ -44,7 +44,8 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
             f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
         )
     source = load_activations(exp, source_run, [key], expected)[key][:, layers]
-    target_resid = load_activations(exp, target_run, ["resid"], expected)["resid"]
+    target = load_activations(exp, target_run, None, expected, only=["resid", "embed_delta"])
+    target_resid, target_delta = target["resid"], target.get("embed_delta")
     target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
     check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
     clean_logits = read_tensors(exp.final_logits, ["clean"])["clean"]
@@ -63,6 +64,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
         checkpoint_key(
             model=model.identity(), tokens=token_hash, sweep=asdict(sweep), metric=cfg.metric.name
         ),
+        every_s=cfg.engine.checkpoint_every_s,
     )
     metric = run_patches(
         model,
@@ -76,6 +78,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
             pairs.correct_ids,
             pairs.incorrect_ids,
             clean_logits,
+            target_delta,
         ),
         get_metric(cfg.metric.name),
         budget_mb=cfg.engine.memory_budget_mb,

@@ -8,8 +8,11 @@ from collections import Counter
 from patchsweep.config import DatasetConfig, load_config
 from patchsweep.datasets.base import PromptPair
 from patchsweep.datasets.explicit import pairs_from_config
+from patchsweep.datasets.files import pairs_from_file
+from patchsweep.errors import ConfigError
 from patchsweep.io import tensor_hash, write_json, write_tensors
 from patchsweep.models import load_tokenizer
+from patchsweep.noise import with_noise_samples
 from patchsweep.paths import ExperimentPaths
 from patchsweep.tokenize import tokenize_pairs
 
@@ -20,9 +23,29 @@ def load_pairs(cfg: DatasetConfig) -> list[PromptPair]:
     """The pairs a dataset config describes: written out, or made by a generator."""
     if cfg.generator == "pairs":
         return pairs_from_config(cfg.pairs)
-    from patchsweep.datasets import generate
+    if cfg.generator == "file":
+        if "path" not in cfg.options:
+            raise ConfigError(
+                f"dataset {cfg.name!r} reads a file but names none",
+                "set dataset.options.path to a .csv or .jsonl file of prompt pairs",
+            )
+        return pairs_from_file(cfg.options["path"])
+    from patchsweep.datasets import GENERATORS, generate
 
-    return generate(cfg.generator, n_pairs=cfg.n_pairs, seed=cfg.seed, **cfg.options)
+    if cfg.generator not in GENERATORS:
+        raise ConfigError(
+            f"dataset.generator is {cfg.generator!r}",
+            f"use one of: {', '.join(sorted(GENERATORS))}, pairs (written out in the "
+            "config) or file (a CSV or JSONL file)",
+        )
+    try:
+        return generate(cfg.generator, n_pairs=cfg.n_pairs, seed=cfg.seed, **cfg.options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"dataset {cfg.name!r}: generator {cfg.generator!r} rejects its options "
+            f"{dict(cfg.options)}: {exc}",
+            f"see the docstring of patchsweep.datasets.{cfg.generator} for its options",
+        ) from exc
 
 
 def run(exp: ExperimentPaths) -> None:
@@ -36,6 +59,8 @@ def run(exp: ExperimentPaths) -> None:
             len(duplicates),
             duplicates[0][0],
         )
+    if cfg.dataset.noise.scale > 0:
+        pairs = with_noise_samples(pairs, cfg.dataset.noise.samples)
     tokenized = tokenize_pairs(pairs, load_tokenizer(cfg.model))
     token_hash = tensor_hash(tokenized.clean_ids, tokenized.corrupted_ids, tokenized.lengths)
     meta = {"tokens_hash": token_hash, "tokenizer": cfg.model.path, "dataset": cfg.dataset.name}
