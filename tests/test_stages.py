@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import yaml
-from project import EXP, run_through_patch
+from project import EXP, TINY_PAIRS, run_through_patch
 
 from patchsweep.steps import normalize
 
@@ -36,3 +36,25 @@ def test_pipeline_writes_tidy_results_and_baselines(project):
     assert whole["normalized"].sub(1).abs().max() < 1e-4
     baselines = yaml.safe_load(EXP.baselines.read_text())
     assert baselines["n_prompts"] == 2 and baselines["clean"] != baselines["corrupted"]
+
+
+def test_hydra_multirun_runs_whole_experiments(project):
+    """`python -m patchsweep.run -m ...`: Hydra's multirun, one experiment per job."""
+    import os
+    import subprocess
+    import sys
+
+    from project import write_dataset
+
+    (project / "params.yaml").write_text(yaml.safe_dump({"sweep": ["resid_layer"]}))
+    write_dataset(project, [TINY_PAIRS[1]], name="other")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "patchsweep.run", "-m", "model=tiny", "dataset=tiny,other",
+         "engine.progress=false"],
+        cwd=project, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for dataset in ("tiny", "other"):
+        table = pd.read_csv(project / "results" / "tiny" / dataset / "results.csv")
+        assert set(table["sweep"]) == {"resid_layer"}

@@ -162,6 +162,9 @@ def render_card(
             f"- Sequences longer than {cfg.n_positions} tokens are out of range; induction",
             f"  was trained on {2 * train_cfg.induction_min_length}–"
             f"{2 * train_cfg.induction_max_length} token sequences.",
+            "- Each task is learned in a phase change whose step depends on the seed:",
+            "  another seed passes the IOI gate but may not finish learning induction (or",
+            "  another task) within these steps; read its `metrics.json` before using it.",
             "- Retraining gives identical weights with the same torch build, thread count",
             "  and CPU type; other platforms may differ in the last bits.",
             "",

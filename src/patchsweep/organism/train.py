@@ -40,7 +40,7 @@ class TrainConfig:
     n_head: int = 4  # attention heads per block
     d_model: int = 128  # residual stream width (GPT-2's n_embd); MLP is 4x this
     n_positions: int = 64  # longest sequence the model accepts
-    steps: int = 5000  # optimiser steps
+    steps: int = 3500  # optimiser steps
     batch_size: int = 64  # sequences per step, split over tasks by task_mix
     lr: float = 2e-3  # AdamW peak learning rate
     warmup_steps: int = 100  # linear warm-up from 0 to lr

@@ -43,6 +43,7 @@ def run(exp: ExperimentPaths) -> None:
     table = aggregate(per_prompt)
     write_csv(exp.table, table)
     write_csv(exp.per_prompt, per_prompt)
+    exp.lines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no 1-D sweep
     one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
     for sweep, rows in one_dimensional.groupby("sweep", sort=False):
         write_csv(exp.lines / f"{sweep}.csv", rows[["layer", "normalized", "sem", "metric"]])
