@@ -16,7 +16,6 @@ import pytest
 import yaml
 from project import REPO, TINY_PAIRS, make_project, write_dataset
 
-
 BIN = str(Path(sys.executable).parent)
 
 
