@@ -104,3 +104,26 @@ def _install(module, point, src, n_heads, head, position):
 def plain_logits(hf, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return hf(ids.unsqueeze(0)).logits[0, -1].float()
+
+
+def reference_sweep(
+    model, pairs, sites, component: str, direction: str, window: int = 1
+) -> torch.Tensor:
+    """(S, N) logit differences of a whole sweep, one forward pass per (site, prompt)."""
+    from patchsweep.metrics import logit_diff
+
+    out = torch.empty(len(sites), pairs.n_pairs)
+    for s in range(len(sites)):
+        for i in range(pairs.n_pairs):
+            n = int(pairs.lengths[i])
+            clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
+            target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+            logits = patched_logits(
+                model.hf, model.arch, model.dims.heads_of(component), component,
+                int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i]),
+                target, source, window=window,
+            )  # fmt: skip
+            out[s, i] = logit_diff(
+                logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
+            )[0]
+    return out

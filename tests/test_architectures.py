@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import WORDS, make_tokenizer, perturb
-from reference import patched_logits, plain_logits
+from reference import plain_logits, reference_sweep
 
 from patchsweep.capture import STORAGE, capture_run
 from patchsweep.components import ARCHITECTURES, HEADED, HookPoint, select
@@ -162,28 +162,7 @@ def sweep(setup: Setup, sweep_cfg: SweepConfig, fast: bool = True) -> tuple[Any,
 
 def reference(setup: Setup, sites: Any, component: str, direction: str) -> torch.Tensor:
     """The same sweep, one forward pass per (site, prompt) with plain PyTorch hooks."""
-    model, pairs = setup.model, setup.pairs
-    out = torch.empty(len(sites), pairs.n_pairs)
-    for s in range(len(sites)):
-        for i in range(pairs.n_pairs):
-            n = int(pairs.lengths[i])
-            clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
-            target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-            logits = patched_logits(
-                model.hf,
-                model.arch,
-                model.dims.heads_of(component),
-                component,
-                int(sites.layers[s]),
-                int(sites.heads[s]),
-                int(sites.positions[s, i]),
-                target,
-                source,
-            )
-            out[s, i] = logit_diff(
-                logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
-            )[0]
-    return out
+    return reference_sweep(setup.model, setup.pairs, sites, component, direction)
 
 
 def check_equals_reference(setup: Setup, sweep_cfg: SweepConfig, fast: bool = True) -> None:

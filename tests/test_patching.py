@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import patched_logits, plain_logits
+from reference import plain_logits, reference_sweep
 
 from patchsweep.capture import STORAGE, capture_run
 from patchsweep.config import SweepConfig
@@ -77,28 +77,7 @@ def engine(model, pairs, caches, component, direction, positions, window=1, **kw
 
 
 def reference(model, pairs, sites, component, direction, window=1):
-    out = torch.empty(len(sites), pairs.n_pairs)
-    for s in range(len(sites)):
-        for i in range(pairs.n_pairs):
-            n = int(pairs.lengths[i])
-            clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
-            target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-            logits = patched_logits(
-                model.hf,
-                model.arch,
-                model.dims.heads_of(component),
-                component,
-                int(sites.layers[s]),
-                int(sites.heads[s]),
-                int(sites.positions[s, i]),
-                target,
-                source,
-                window=window,
-            )
-            out[s, i] = logit_diff(
-                logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
-            )[0]
-    return out
+    return reference_sweep(model, pairs, sites, component, direction, window)
 
 
 @pytest.mark.parametrize("component", COMPONENTS)
