@@ -210,12 +210,9 @@ def test_memory_budget_too_small_for_one_row(project, capsys):
 
 
 def rewrite_meta(path, **changes) -> None:
-    from safetensors import safe_open
+    from patchsweep.io import read_meta, read_tensors, write_tensors
 
-    with safe_open(str(path), framework="pt") as handle:
-        meta = dict(handle.metadata())
-    meta.update({k: f'"{v}"' for k, v in changes.items()})
-    save_file(load_file(str(path)), str(path), metadata=meta)
+    write_tensors(path, read_tensors(path), {**read_meta(path), **changes})
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,9 @@ from safetensors.torch import save_file
 from patchsweep.errors import DataError, OutputError, StaleInputError
 
 
+META_KEY = "patchsweep"  # the one safetensors metadata entry: a JSON object
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
@@ -79,7 +82,8 @@ def read_json(path: Path) -> Any:
 def write_csv(path: Path, table: pd.DataFrame) -> None:
     """Write a table as CSV atomically, with a fixed float format for stable bytes."""
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.9g", lineterminator="\n")
+        # 6 significant digits: float32 results vary in the 7th between processes on CPU
+        table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -92,7 +96,9 @@ def read_csv(path: Path) -> pd.DataFrame:
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Save tensors as safetensors with JSON-encoded string metadata, atomically."""
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    metadata = {k: json.dumps(v, sort_keys=True) for k, v in meta.items()}
+    # One metadata entry: safetensors stores the metadata as a hash map whose order varies
+    # between processes, so several entries would give different bytes on every run.
+    metadata = {META_KEY: json.dumps(dict(meta), sort_keys=True)}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=metadata)
 
@@ -116,7 +122,7 @@ def read_meta(path: Path) -> dict[str, Any]:
     """Read the metadata of a safetensors file without loading its tensors."""
     with open_tensors(path) as handle:
         raw = handle.metadata() or {}
-    return {k: json.loads(v) for k, v in raw.items()}
+    return json.loads(raw[META_KEY]) if META_KEY in raw else {}
 
 
 def stored_keys(path: Path) -> set[str]:

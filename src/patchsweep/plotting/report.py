@@ -154,8 +154,9 @@ def _describe(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
 
 
 def _number(value: object) -> float | None:
+    # 4 decimals: float32 sweeps vary around the 6th decimal between processes on CPU
     number = float(value)  # type: ignore[arg-type]
-    return round(number, 6) if math.isfinite(number) else None
+    return round(number, 4) if math.isfinite(number) else None
 
 
 def _fmt(value: object, spec: str) -> str:
