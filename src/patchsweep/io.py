@@ -22,7 +22,6 @@ from safetensors.torch import save_file
 
 from patchsweep.errors import DataError, OutputError, StaleInputError
 
-
 META_KEY = "patchsweep"  # the one safetensors metadata entry: a JSON object
 
 
