@@ -1,6 +1,7 @@
 # The few commands people type. Every target installs the environment first if needed.
 #   make repro   install, then run the whole pipeline on the bundled model (dvc repro)
 #   make test    install, then run the default (fast) test suite
+#   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 # Stages call `python`; put the project's environment first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: setup repro test test-all bench lint format clean-results
+.PHONY: setup repro test test-all bench params lint format clean-results
 
 setup: $(STAMP)
 
@@ -28,6 +29,10 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) HF_HUB_OFFLINE=1 python benchmarks/patching.py
+
+params: $(STAMP)
+	$(BIN)/python -c "from dvc.utils.hydra import compose_and_dump as c; \
+	c('params.yaml', '$(CURDIR)/conf/experiments', None, 'params', '$(CURDIR)', [])"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src stages tests benchmarks

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -31,29 +34,70 @@ TINY_PAIRS = [
 ]
 
 SWEEPS = ["resid_layer", "resid_layer_pos", "head"]
+EXPERIMENTS = Path("conf/experiments")  # DVC's Hydra config: what params.yaml lists
+BIN = str(Path(sys.executable).parent)
 
 
 def make_project(
     root: Path, model_dir: Path, pairs: list[dict] | None = None, sweeps: list[str] | None = None
 ) -> Path:
-    """Copy conf/ into ``root`` and add a ``tiny`` model and dataset."""
+    """Copy conf/ into ``root`` and add a ``tiny`` model and dataset; params.yaml runs
+    tiny × tiny."""
     shutil.copytree(REPO / "conf", root / "conf")
     (root / "conf" / "model" / "tiny.yaml").write_text(
         yaml.safe_dump(
             {"name": "tiny-gpt2", "path": str(model_dir), "dtype": "float32", "device": "cpu"}
         )
     )
+    (root / EXPERIMENTS / "model" / "tiny.yaml").write_text("tiny: true\n")
     write_dataset(root, pairs if pairs is not None else TINY_PAIRS)
-    (root / "params.yaml").write_text(
-        yaml.safe_dump({"model": ["tiny"], "dataset": ["tiny"], "sweep": sweeps or SWEEPS})
-    )
+    write_params(root, ["tiny"], ["tiny"], sweeps or SWEEPS)
     return root
 
 
 def write_dataset(root: Path, pairs: list[dict], name: str = "tiny") -> None:
+    """A pairs dataset ``conf/dataset/<name>.yaml`` and its one-line experiments stub."""
     (root / "conf" / "dataset" / f"{name}.yaml").write_text(
         yaml.safe_dump({"name": name, "generator": "pairs", "pairs": pairs})
     )
+    (root / EXPERIMENTS / "dataset" / f"{name}.yaml").write_text(f"{name}: true\n")
+
+
+def write_params(root: Path, models: list[str], datasets: list[str], sweeps: list[str]) -> None:
+    """Point conf/experiments/params.yaml at these models × datasets × sweeps and write
+    params.yaml as DVC's Hydra mode composes it (``model``/``dataset``: one key each)."""
+    defaults = [{"model": models}, {"dataset": datasets}, "_self_"]
+    (root / EXPERIMENTS / "params.yaml").write_text(
+        yaml.safe_dump({"defaults": defaults, "sweep": sweeps}, sort_keys=False)
+    )
+    composed = {
+        "model": dict.fromkeys(models, True),
+        "dataset": dict.fromkeys(datasets, True),
+        "sweep": sweeps,
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(composed, sort_keys=False))
+
+
+def sh(cwd: Path, *cmd: str, stdout_only: bool = False) -> str:
+    """Run a command (the venv's dvc first on PATH), assert it succeeds, return its output
+    (stdout and stderr, or stdout only)."""
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout if stdout_only else done.stdout + done.stderr
+
+
+def init_repo(root: Path) -> None:
+    """git + DVC repo at ``root`` with the project's DVC Hydra settings; commit all."""
+    from configobj import ConfigObj
+
+    sh(root, "git", "init", "-q")
+    sh(root, "dvc", "init", "-q")
+    config = ConfigObj(str(root / ".dvc" / "config"))
+    config["hydra"] = dict(ConfigObj(str(REPO / ".dvc" / "config"))["hydra"])
+    config.write()
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -85,3 +129,25 @@ def run_and_fail(step, capsys, *args) -> str:
         run_stage(lambda argv: step(*args), argv=[])
     assert exited.value.code == EXIT_USER_ERROR
     return capsys.readouterr().err
+
+
+def make_dvc_repo(
+    root: Path, model_dir: Path, sweeps: list[str], stages: list[str] | None = None
+) -> Path:
+    """A git + DVC repo at ``root`` (created): the project's dvc.yaml (only ``stages``, if
+    given), stages/, src/ and DVC Hydra settings around a copy of the tiny model, with
+    datasets ``tiny`` and ``other``; everything committed."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(model_dir, root / "data" / "models" / "tiny")
+    make_project(root, Path("data/models/tiny"))
+    write_dataset(root, [TINY_PAIRS[1]], name="other")
+    write_params(root, ["tiny"], ["tiny", "other"], sweeps)
+    for name in ("stages", "src"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    del dvc_yaml["stages"]["train_organism"]  # the tiny model is not trained here
+    if stages is not None:
+        dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in stages}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    init_repo(root)
+    return root

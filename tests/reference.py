@@ -4,6 +4,8 @@ from the source prompt every time. Slow and obviously right; tests compare again
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 from patchsweep.components import resolve, select
@@ -48,11 +50,13 @@ def patched_logits(
     target: torch.Tensor,
     source: torch.Tensor,
     window: int = 1,
+    read_at: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Final-position logits of ``target`` with one site taken from ``source``'s run.
 
     ``n_heads`` is the head count of this component (the key/value heads for k and v);
-    ``window`` patches the same site in ``window`` consecutive layers from ``layer`` on.
+    ``window`` patches the same site in ``window`` consecutive layers from ``layer`` on;
+    ``read_at`` (K,) returns the logits at those positions instead, (K, V).
     """
     handles = []
     for at in range(layer, min(layer + window, hf.config.num_hidden_layers)):
@@ -61,10 +65,60 @@ def patched_logits(
         handles.append(_install(module, point, src, n_heads, head, position))
     try:
         with torch.no_grad():
-            return hf(target.unsqueeze(0)).logits[0, -1].float()
+            logits = hf(target.unsqueeze(0)).logits[0].float()
+        return logits[-1] if read_at is None else logits[read_at]
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def _gpt2_attention(hf, on_pattern):
+    """GPT-2's eager attention, restated from its definition, calling
+    ``on_pattern(layer, pattern)`` on each (B, heads, q, k) pattern; it may edit it.
+
+    Modules whose forward nnsight has instrumented (for ``.source``) run their plain
+    class forward meanwhile, so that this reference stays independent of nnsight.
+    """
+    from transformers.models.gpt2 import modeling_gpt2
+
+    instrumented = {m: m.__dict__.pop("forward") for m in hf.modules() if "forward" in m.__dict__}
+
+    def attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        scores = query @ key.transpose(-1, -2) * (scaling or query.shape[-1] ** -0.5)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        pattern = scores.softmax(-1)
+        on_pattern(module.layer_idx, pattern)
+        return (pattern @ value).transpose(1, 2), pattern
+
+    original = modeling_gpt2.eager_attention_forward
+    modeling_gpt2.eager_attention_forward = attention
+    try:
+        yield
+    finally:
+        modeling_gpt2.eager_attention_forward = original
+        for module, forward in instrumented.items():
+            module.forward = forward
+
+
+def patched_pattern_logits(hf, layer, head, position, target, source, window=1, read_at=None):
+    """As :func:`patched_logits`, for a head's attention pattern (GPT-2 only): the
+    query row ``position`` (every row if −1) of ``head`` taken from ``source``'s run."""
+    layers = range(layer, min(layer + window, hf.config.num_hidden_layers))
+    seen = {}
+    record = _gpt2_attention(hf, lambda at, pattern: seen.setdefault(at, pattern.clone()))
+    with record, torch.no_grad():
+        hf(source.unsqueeze(0))
+    rows = slice(None) if position < 0 else position
+
+    def overwrite(at, pattern):
+        if at in layers:
+            pattern[0, head, rows] = seen[at][0, head, rows]
+
+    with _gpt2_attention(hf, overwrite), torch.no_grad():
+        logits = hf(target.unsqueeze(0)).logits[0].float()
+    return logits[-1] if read_at is None else logits[read_at]
 
 
 def _install(module, point, src, n_heads, head, position):
@@ -107,23 +161,36 @@ def plain_logits(hf, ids: torch.Tensor) -> torch.Tensor:
 
 
 def reference_sweep(
-    model, pairs, sites, component: str, direction: str, window: int = 1
+    model, pairs, sites, component: str, direction: str, window: int = 1, metric=None
 ) -> torch.Tensor:
-    """(S, N) logit differences of a whole sweep, one forward pass per (site, prompt)."""
+    """(S, N) metric values of a whole sweep, one forward pass per (site, prompt).
+
+    The metric is the logit difference unless given; with score positions in ``pairs``
+    it gets the logits at those positions, (1, K, V), and each position's next token.
+    """
     from patchsweep.metrics import logit_diff
 
+    metric = metric or logit_diff
     out = torch.empty(len(sites), pairs.n_pairs)
     for s in range(len(sites)):
         for i in range(pairs.n_pairs):
             n = int(pairs.lengths[i])
             clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
             target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
-            logits = patched_logits(
-                model.hf, model.arch, model.dims.heads_of(component), component,
-                int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i]),
-                target, source, window=window,
-            )  # fmt: skip
-            out[s, i] = logit_diff(
-                logits[None], pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
-            )[0]
+            scored = None
+            correct, incorrect = pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
+            if pairs.score_positions is not None:
+                scored = pairs.score_positions[i][pairs.score_positions[i] >= 0]
+                correct = pairs.score_targets[i : i + 1, : len(scored)]
+            site = int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i])
+            if component == "pattern":
+                logits = patched_pattern_logits(
+                    model.hf, *site, target, source, window=window, read_at=scored
+                )
+            else:
+                logits = patched_logits(
+                    model.hf, model.arch, model.dims.heads_of(component), component,
+                    *site, target, source, window=window, read_at=scored,
+                )  # fmt: skip
+            out[s, i] = metric(logits[None], correct, incorrect)[0]
     return out

@@ -109,6 +109,21 @@ def test_misspelled_sweep_key(project, capsys):
     assert not EXP.config.exists()
 
 
+def test_several_scored_positions_with_a_final_position_metric(project, capsys):
+    overrides = ["+dataset.score_from=S2", "metric.name=logit_diff"]
+    err = run_and_fail(compose.run, capsys, EXP, overrides)
+    assert "dataset.score_from scores several positions" in err and "mean_logprob" in err
+    assert not EXP.config.exists()
+
+
+def test_scoring_from_a_label_the_pairs_lack(project, capsys):
+    write_dataset(project, TINY_PAIRS)
+    compose.run(EXP, ["+dataset.score_from=REP2", "metric.name=mean_logprob"])
+    err = run_and_fail(tokenize.run, capsys, EXP)
+    assert "dataset.score_from is 'REP2'" in err and "use one of the labels" in err
+    assert files_under(EXP.cache) == []
+
+
 def test_unknown_config_group_option(project, capsys):
     err = run_and_fail(compose.run, capsys, EXP, ["dataset=ioj"])
     assert "ioj" in err and "fix:" in err

@@ -5,25 +5,11 @@ changed."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from project import REPO, TINY_PAIRS, make_project, write_dataset
-
-BIN = str(Path(sys.executable).parent)
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ["PATH"], "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
+from project import make_dvc_repo, sh
 
 
 def repro(cwd: Path) -> set[str]:
@@ -34,22 +20,9 @@ def repro(cwd: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_gpt2_dir) -> Path:
-    root = tmp_path_factory.mktemp("pipeline")
-    shutil.copytree(tiny_gpt2_dir, root / "data" / "models" / "tiny")
-    make_project(root, Path("data/models/tiny"), sweeps=["resid_layer_pos", "head"])
-    write_dataset(root, [TINY_PAIRS[1]], name="other")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["dataset"] = ["tiny", "other"]
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("stages", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    del dvc_yaml["stages"]["train_organism"]  # the tiny model is not trained here
-    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "dvc", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    root = make_dvc_repo(
+        tmp_path_factory.mktemp("pipeline"), tiny_gpt2_dir, ["resid_layer_pos", "head"]
+    )
     ran = repro(root)
     assert {"capture@tiny-tiny", "patch@tiny-tiny-head", "plot@tiny-other"} <= ran
     return root

@@ -32,3 +32,48 @@ def test_metadata_round_trips(tmp_path):
     write_tensors(path, {"t": torch.zeros(1)}, {"seed": 3, "model": "m"})
     assert read_meta(path) == {"seed": 3, "model": "m"}
     assert [p.name for p in tmp_path.iterdir()] == ["x.safetensors"]  # no temp file left
+
+
+def streamed_and_whole(tmp_path, tensors, meta, blocks):
+    """Write ``tensors`` with write_tensors and, row block by row block, with stream_tensors."""
+    import torch
+
+    from patchsweep.io import TensorSpec, stream_tensors, write_tensors
+
+    write_tensors(tmp_path / "whole.safetensors", tensors, meta)
+    specs = {k: TensorSpec(tuple(v.shape), v.dtype) for k, v in tensors.items()}
+    with stream_tensors(tmp_path / "streamed.safetensors", specs, meta) as out:
+        for name, value in tensors.items():
+            for rows in blocks:
+                index = torch.tensor(rows)
+                out.write_rows(name, index, value[index])
+    return tmp_path / "streamed.safetensors", tmp_path / "whole.safetensors"
+
+
+def test_streamed_rows_give_the_bytes_write_tensors_gives(tmp_path):
+    """Mixed dtypes (safetensors orders by dtype, then name), rows out of order."""
+    import torch
+
+    from patchsweep.io import read_tensors
+
+    tensors = {
+        "b": torch.randn(5, 3, 2).to(torch.bfloat16),
+        "a": torch.randn(5, 7),
+        "c": torch.arange(5),
+        "d": torch.randn(5, 2, 2).half(),
+    }
+    meta = {"model": "m", "note": 'quote " and é'}
+    streamed, whole = streamed_and_whole(tmp_path, tensors, meta, [[4, 0, 1], [3], [2]])
+    assert streamed.read_bytes() == whole.read_bytes()
+    assert all(torch.equal(v, tensors[k]) for k, v in read_tensors(streamed).items())
+
+
+def test_a_stream_with_unwritten_rows_is_not_published(tmp_path):
+    import pytest
+    import torch
+
+    from patchsweep.errors import OutputError
+
+    with pytest.raises(OutputError, match="rows of a were never written"):
+        streamed_and_whole(tmp_path, {"a": torch.ones(3, 2)}, {}, [[0, 2]])
+    assert [p.name for p in tmp_path.iterdir()] == ["whole.safetensors"]

@@ -3,6 +3,9 @@ and direction, whatever the chunk size; and the method's invariants hold."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from reference import plain_logits, reference_sweep
@@ -10,12 +13,15 @@ from reference import plain_logits, reference_sweep
 from patchsweep.capture import STORAGE, capture_run
 from patchsweep.config import SweepConfig
 from patchsweep.datasets.base import PromptPair
-from patchsweep.metrics import logit_diff
+from patchsweep.metrics import logit_diff, mean_logprob
 from patchsweep.patching import PatchInputs, run_patches
 from patchsweep.sweeps import build_sites
-from patchsweep.tokenize import tokenize_pairs
+from patchsweep.tokenize import score_from_label, tokenize_pairs
 
-COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v"]
+COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern"]
+# The fast path's two layouts: rows packed without padding (the default where the model
+# allows a custom mask), and padded tiles (flash attention, short sliding windows).
+LAYOUTS = {"packed": {}, "tiled": {"packing": False}}
 
 PAIRS = [
     PromptPair(
@@ -48,7 +54,7 @@ PAIRS = [
 @pytest.fixture(scope="module")
 def setup(tiny_gpt2):
     pairs = tokenize_pairs(PAIRS, tiny_gpt2.tokenizer)
-    everything = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v")
+    everything = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
     clean = capture_run(tiny_gpt2, pairs.clean_ids, pairs.lengths, everything, progress=False)
     corrupted = capture_run(
         tiny_gpt2, pairs.corrupted_ids, pairs.lengths, everything, progress=False
@@ -70,48 +76,111 @@ def engine(model, pairs, caches, component, direction, positions, window=1, **kw
         lengths=pairs.lengths,
         source=caches[source_run][key][:, layers],
         target_resid=caches[target_run]["resid"],
-        correct=pairs.correct_ids,
+        correct=pairs.answers()[0],
         incorrect=pairs.incorrect_ids,
+        score_positions=pairs.score_positions,
+        # final-position logits: they stand for unchanged sites' metric (see below)
+        target_logits=None if pairs.score_positions is not None else caches[target_run]["logits"],
     )
-    return sites, run_patches(model, component, sites, inputs, logit_diff, progress=False, **kwargs)
+    metric = kwargs.pop("metric", logit_diff)
+    return sites, run_patches(model, component, sites, inputs, metric, progress=False, **kwargs)
 
 
 def reference(model, pairs, sites, component, direction, window=1):
     return reference_sweep(model, pairs, sites, component, direction, window)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("component", COMPONENTS)
 @pytest.mark.parametrize("direction", ["denoise", "noise"])
-def test_every_component_equals_one_pass_per_patch(setup, component, direction):
+def test_every_component_equals_one_pass_per_patch(setup, component, direction, layout):
     model, pairs, caches = setup
-    sites, got = engine(model, pairs, caches, component, direction, "labels")
+    sites, got = engine(model, pairs, caches, component, direction, "labels", **LAYOUTS[layout])
     want = reference(model, pairs, sites, component, direction)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("component", ["mlp_out", "attn_out", "resid_pre"])
-def test_sliding_window_equals_one_pass_per_patch(setup, component):
+def test_sliding_window_equals_one_pass_per_patch(setup, component, layout):
     """Restoring 2 consecutive layers at once (causal tracing's window)."""
     model, pairs, caches = setup
-    sites, got = engine(model, pairs, caches, component, "denoise", "labels", window=2)
+    kwargs = LAYOUTS[layout]
+    sites, got = engine(model, pairs, caches, component, "denoise", "labels", window=2, **kwargs)
     want = reference(model, pairs, sites, component, "denoise", window=2)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("component", ["resid_pre", "z", "v"])
-def test_all_positions_equals_one_pass_per_patch(setup, component):
+def test_all_positions_equals_one_pass_per_patch(setup, component, layout):
     model, pairs, caches = setup
-    sites, got = engine(model, pairs, caches, component, "denoise", "all")
+    sites, got = engine(model, pairs, caches, component, "denoise", "all", **LAYOUTS[layout])
     want = reference(model, pairs, sites, component, "denoise")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("layout", [*LAYOUTS, "plain"])
+@pytest.mark.parametrize("component", ["resid_pre", "z", "mlp_out"])
+def test_a_metric_over_several_positions_equals_one_pass_per_patch(setup, component, layout):
+    """Induction's mean log-prob: every next-token prediction from S2 on is scored, so
+    patches after the first scored position still change the positions before them."""
+    model, pairs, caches = setup
+    scored = score_from_label(copy.copy(pairs), "S2")
+    kwargs = {"fast": False} if layout == "plain" else LAYOUTS[layout]
+    sites, got = engine(
+        model, scored, caches, component, "denoise", "labels", metric=mean_logprob, **kwargs
+    )
+    want = reference_sweep(model, scored, sites, component, "denoise", metric=mean_logprob)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert got.std() > 0.01  # the sites differ: the scored positions were really read
+
+
+@pytest.mark.parametrize("component", ["resid_pre", "resid_post"])
+def test_sites_before_the_prompts_differ_are_not_run_and_still_exact(setup, component):
+    """The prompts share their first token, so the residual stream there is the same in
+    both runs: those patches change nothing and take the unpatched metric."""
+    from patchsweep.patching import _all_rows, _writes_what_is_there
+
+    model = setup[0]
+    pairs = tokenize_pairs(PAIRS[:2], model.tokenizer)  # one length: every position
+    caches = {
+        run: capture_run(model, ids, pairs.lengths, ("resid",), progress=False)
+        for run, ids in (("clean", pairs.clean_ids), ("corrupted", pairs.corrupted_ids))
+    }
+    sites, got = engine(model, pairs, caches, component, "denoise", "each", max_batch=64)
+    want = reference(model, pairs, sites, component, "denoise")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    key, layers = STORAGE[component]
+    inputs = PatchInputs(
+        pairs.corrupted_ids,
+        pairs.lengths,
+        caches["clean"][key][:, layers],
+        caches["corrupted"]["resid"],
+        pairs.correct_ids,
+        pairs.incorrect_ids,
+        target_logits=caches["corrupted"]["logits"],
+    )
+    rows = _all_rows(sites, pairs.lengths)
+    skipped = _writes_what_is_there(component, sites, inputs, rows)
+    # Skipped: the shared first token at every layer, and, in the embeddings (resid_pre
+    # at layer 0), every position whose token is the same in both prompts.
+    i, layer, pos = rows.prompt, rows.layer, rows.position
+    same_token = pairs.clean_ids[i, pos] == pairs.corrupted_ids[i, pos]
+    embedding = (layer == 0) & (component == "resid_pre")
+    torch.testing.assert_close(skipped, (pos == 0) | (embedding & same_token))
 
 
 def test_result_does_not_depend_on_chunking_or_the_fast_path(setup):
     model, pairs, caches = setup
     _, base = engine(model, pairs, caches, "z", "denoise", "labels")
     _, one_row = engine(model, pairs, caches, "z", "denoise", "labels", max_batch=1)
+    _, tiled = engine(model, pairs, caches, "z", "denoise", "labels", packing=False, max_batch=3)
+    _, tiny_budget = engine(model, pairs, caches, "z", "denoise", "labels", budget_mb=0.2)
     _, plain = engine(model, pairs, caches, "z", "denoise", "labels", fast=False, max_batch=5)
     torch.testing.assert_close(one_row, base, atol=1e-6, rtol=0)
+    torch.testing.assert_close(tiled, base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(tiny_budget, base, atol=1e-6, rtol=0)
     torch.testing.assert_close(plain, base, atol=1e-5, rtol=0)
 
 
@@ -142,7 +211,7 @@ def test_capture_matches_a_plain_forward_pass(setup):
         torch.testing.assert_close(caches["clean"]["logits"][i], want, atol=1e-5, rtol=0)
 
 
-def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path):
+def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path, monkeypatch):
     """Half the chunks finished before a crash: the rerun computes only the rest."""
     from patchsweep.checkpoint import Checkpoint
 
@@ -158,38 +227,35 @@ def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path):
     calls = []
     import patchsweep.patching as engine_module
 
-    real = engine_module._patched_pass
+    real = engine_module._packed_pass
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    engine_module._patched_pass = counting
-    try:
-        _, resumed = engine(
-            model,
-            pairs,
-            caches,
-            "z",
-            "denoise",
-            "labels",
-            max_batch=4,
-            checkpoint=Checkpoint(path, "k"),
-        )
-        resumed_passes = len(calls)
-        _, other_key = engine(
-            model,
-            pairs,
-            caches,
-            "z",
-            "denoise",
-            "labels",
-            max_batch=4,
-            checkpoint=Checkpoint(tmp_path / "other.safetensors", "k2"),
-        )
-        fresh_passes = len(calls) - resumed_passes
-    finally:
-        engine_module._patched_pass = real
+    monkeypatch.setattr(engine_module, "_packed_pass", counting)
+    _, resumed = engine(
+        model,
+        pairs,
+        caches,
+        "z",
+        "denoise",
+        "labels",
+        max_batch=4,
+        checkpoint=Checkpoint(path, "k"),
+    )
+    resumed_passes = len(calls)
+    _, other_key = engine(
+        model,
+        pairs,
+        caches,
+        "z",
+        "denoise",
+        "labels",
+        max_batch=4,
+        checkpoint=Checkpoint(tmp_path / "other.safetensors", "k2"),
+    )
+    fresh_passes = len(calls) - resumed_passes
     torch.testing.assert_close(resumed, fresh, atol=0, rtol=0)
     torch.testing.assert_close(other_key, fresh, atol=0, rtol=0)
     assert 0 < resumed_passes < fresh_passes  # the resumed run skipped finished chunks
@@ -206,3 +272,24 @@ def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path):
         checkpoint=Checkpoint(path, "another sweep"),
     )
     torch.testing.assert_close(foreign, fresh, atol=0, rtol=0)
+
+
+def test_a_remote_sweep_is_one_nnsight_session_per_prompt_length(setup, monkeypatch):
+    """model.remote sends each length group's passes as one job (nnsight's serialised
+    remote path, run here in-process with remote="local"), with the same numbers."""
+    from nnsight.intervention.backends.local import LocalSimulationBackend
+
+    model, pairs, caches = setup
+    _, local = engine(model, pairs, caches, "z", "denoise", "labels", max_batch=4)
+    jobs = []
+    real_call = LocalSimulationBackend.__call__
+
+    def counting(self, tracer):
+        jobs.append(type(tracer).__name__)
+        return real_call(self, tracer)
+
+    monkeypatch.setattr(LocalSimulationBackend, "__call__", counting)
+    remote = dataclasses.replace(model, remote=True, remote_target="local")
+    _, sent = engine(remote, pairs, caches, "z", "denoise", "labels", max_batch=4)
+    torch.testing.assert_close(sent, local, atol=1e-6, rtol=0)
+    assert len(jobs) == len(torch.unique(pairs.lengths))  # not one job per chunk

@@ -3,9 +3,11 @@
 TransformerLens is an independent implementation of the same method (hook points of its
 own, one forward pass per patch), so agreement here checks the engine's choice of hook
 points as well as its batching: resid_pre is block l's input, attn_out and mlp_out the
-modules' outputs, and z the per-head input of the attention output projection (TL's
-``hook_z``). TL boots on a separate copy of the weights because its bridge replaces the
-Hugging Face model's submodules in place, which would change the model nnsight traces.
+modules' outputs, z the per-head input of the attention output projection (TL's
+``hook_z``), q/k/v the per-head projections (``hook_q``/``hook_k``/``hook_v``), and the
+pattern the post-softmax attention (``hook_pattern``). TL boots on a separate copy of
+the weights because its bridge replaces the Hugging Face model's submodules in place,
+which would change the model nnsight traces.
 """
 
 from __future__ import annotations
@@ -91,7 +93,29 @@ SWEEPS = {
     "mlp_out_all_pos": ("mlp_out", "all", _layer_all_positions("mlp_out"), "hook_mlp_out"),
     "head_all_pos": ("z", "all", tl_patching.get_act_patch_attn_head_out_all_pos, "hook_z"),
     "head_by_pos": ("z", "each", tl_patching.get_act_patch_attn_head_out_by_pos, "hook_z"),
+    "q_all_pos": ("q", "all", tl_patching.get_act_patch_attn_head_q_all_pos, "hook_q"),
+    "k_all_pos": ("k", "all", tl_patching.get_act_patch_attn_head_k_all_pos, "hook_k"),
+    "v_all_pos": ("v", "all", tl_patching.get_act_patch_attn_head_v_all_pos, "hook_v"),
+    "q_by_pos": ("q", "each", tl_patching.get_act_patch_attn_head_q_by_pos, "hook_q"),
+    "k_by_pos": ("k", "each", tl_patching.get_act_patch_attn_head_k_by_pos, "hook_k"),
+    "v_by_pos": ("v", "each", tl_patching.get_act_patch_attn_head_v_by_pos, "hook_v"),
+    "pattern_all_pos": (
+        "pattern",
+        "all",
+        tl_patching.get_act_patch_attn_head_pattern_all_pos,
+        "hook_pattern",
+    ),
+    "pattern_by_pos": (
+        "pattern",
+        "each",
+        tl_patching.get_act_patch_attn_head_pattern_by_pos,
+        "hook_pattern",
+    ),
 }
+# TL's pattern-by-position sweep is indexed (layer, head, query position); the engine's
+# head sweeps are (layer, position, head).
+TL_AXES = {"pattern_by_pos": (0, 2, 1)}
+CAPTURED = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 DIRECTIONS = ("denoise", "noise")
 # On a GPT-2-small depth TL needs ~0.1 s per patch: a few sweeps that cover every hook point.
 DEEP = [
@@ -116,7 +140,7 @@ class Setup:
         )
         self.bridge.eval()
         self.caches = {
-            run: capture_run(model, ids, pairs.lengths, progress=False)
+            run: capture_run(model, ids, pairs.lengths, CAPTURED, progress=False)
             for run, ids in (("clean", pairs.clean_ids), ("corrupted", pairs.corrupted_ids))
         }
 
@@ -161,6 +185,8 @@ class Setup:
         component, positions, tl_sweep, hook = SWEEPS[name]
         got = self.engine(component, positions, direction)
         want = self.transformer_lens(tl_sweep, hook, direction)
+        if name in TL_AXES:
+            want = want.permute(*TL_AXES[name], *range(len(TL_AXES[name]), want.dim()))
         torch.testing.assert_close(got, want.reshape(got.shape), atol=ATOL, rtol=0)
         # Guard against a vacuous pass: the sweep must move the metric somewhere.
         assert float(got.max() - got.min()) > 100 * ATOL

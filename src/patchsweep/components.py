@@ -20,7 +20,7 @@ from typing import Any, Literal
 from patchsweep.errors import ConfigError
 
 # Components that split into heads, and whether they use the key/value head count.
-HEADED = {"z": False, "q": False, "k": True, "v": True}
+HEADED = {"z": False, "q": False, "k": True, "v": True, "pattern": False}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,13 @@ class HookPoint:
         flat: The module sees every position of every prompt as one row, (batch·pos,
             width) instead of (batch, pos, width): OPT reshapes before its MLP. Reading
             it needs the (batch, pos) shape to unflatten (see :func:`select`).
+        ops: For a value computed inside a function rather than by a module: the chain
+            of nnsight ``.source`` operation names, from the module's forward down to
+            the operation whose output it is (the attention pattern is a softmax inside
+            the attention function).
+        heads_first: The value is (batch, heads, pos, ...), as attention patterns are;
+            :func:`select` returns it as (batch, pos, heads, ...) like other head
+            components (a view, so writes reach the model).
     """
 
     module: str
@@ -44,6 +51,8 @@ class HookPoint:
     part: int | None = None
     parts: int = 1
     flat: bool = False
+    ops: tuple[str, ...] = ()
+    heads_first: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,10 @@ class Architecture:
             are read before rotary embeddings, as TransformerLens's hook_q / hook_k.
         attn_out: Path of the module whose output is attn_out when a norm follows the
             attention before the residual add (Gemma 2); None reads ``attn``'s output.
+        pattern: The ``.source`` operations, from ``attn``'s forward, whose output is
+            the attention pattern (post-softmax, TransformerLens's hook_pattern), or
+            None where patching it would not reach the model (e.g. a dtype cast after
+            the softmax makes a copy).
         mlp_flat: ``mlp``'s output is (batch·pos, d_model) rows (OPT).
         missing: Why components absent from this table are absent, for the error.
     """
@@ -79,6 +92,7 @@ class Architecture:
     k_proj: str | None = None
     v_proj: str | None = None
     attn_out: str | None = None
+    pattern: tuple[str, ...] | None = None
     mlp_flat: bool = False
     missing: str = ""
 
@@ -91,6 +105,9 @@ class Architecture:
         points = self._points()
         if component not in points:
             why = f" ({self.missing})" if self.missing else ""
+            if component == "pattern":
+                having = ", ".join(n for n, a in ARCHITECTURES.items() if a.pattern)
+                why = f" (it is patched inside the attention function; available for: {having})"
             raise ConfigError(
                 f"component {component!r} is not available for {self.family} models{why}",
                 f"use one of: {', '.join(points)}",
@@ -114,6 +131,8 @@ class Architecture:
             "mlp_out": HookPoint(self.mlp, "output", flat=self.mlp_flat),
             "z": HookPoint(self.o_proj, "input"),
         }
+        if self.pattern:
+            points["pattern"] = HookPoint(self.attn, "output", ops=self.pattern, heads_first=True)
         for part, name in enumerate("qkv"):
             separate = getattr(self, f"{name}_proj")
             if separate:
@@ -148,6 +167,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         mlp="transformer.h.{layer}.mlp",
         o_proj="transformer.h.{layer}.attn.c_proj",
         qkv="transformer.h.{layer}.attn.c_attn",
+        # eager_attention_forward's softmax, called through `attention_interface`
+        pattern=("attention_interface_1", "nn_functional_softmax_0"),
     ),
     "gpt_neox": Architecture(
         family="gpt_neox",
@@ -271,13 +292,30 @@ def select(value: Any, point: HookPoint, shape: tuple[int, ...] | None = None) -
     if point.part is not None:
         width = value.shape[-1] // point.parts
         value = value[..., point.part * width : (point.part + 1) * width]
+    if point.heads_first:
+        value = value.transpose(1, 2)
     return value
 
 
 def read_raw(root: Any, point: HookPoint, layer: int) -> Any:
     """The whole input or output of a hook point's module inside an nnsight trace."""
     module = resolve(root, point.module, layer)
+    if point.ops:
+        for op in point.ops:
+            module = getattr(module.source, op)
+        return module.output
     return module.input if point.io == "input" else module.output
+
+
+def prepare(root: Any, point: HookPoint, layer: int) -> None:
+    """Inside a trace, before the block runs: make a value inside a function readable.
+
+    nnsight instruments a module's forward for ``.source`` when it is first touched,
+    which must happen before the module starts; a trace that reads other values inside
+    the same module first (q, k, v before the pattern) calls this at the block's start.
+    """
+    if point.ops:
+        _ = resolve(root, point.module, layer).source
 
 
 def read(root: Any, point: HookPoint, layer: int, shape: tuple[int, ...] | None = None) -> Any:

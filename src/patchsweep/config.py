@@ -20,11 +20,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from patchsweep.errors import ConfigError
 
-COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v")
-HEADED_COMPONENTS = ("z", "q", "k", "v")
+COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
+HEADED_COMPONENTS = ("z", "q", "k", "v", "pattern")
 DIRECTIONS = ("denoise", "noise")
+# Built-in metrics of final-position logits only (mean_logprob also takes several).
+FINAL_POSITION_METRICS = ("logit_diff", "logprob", "prob", "prob_diff", "neg_kl")
 POSITION_MODES = ("all", "each", "labels", "auto")
-STORABLE = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v")
+STORABLE = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 
 
 @dataclass
@@ -66,6 +68,10 @@ class DatasetConfig:
     seed: int = 0  # generator seed: same seed, same prompts
     options: dict[str, Any] = field(default_factory=dict)  # generator-specific options
     metric: str | None = None  # the metric this task is scored by; None = metric.name
+    # Score every next-token prediction from this position label to the end (the clean
+    # prompt's own next tokens, then the answer) instead of the final position only; for
+    # per-position metrics such as mean_logprob (induction: the repeated tokens).
+    score_from: str | None = None
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # embedding-noise corruption
     # Explicit pairs, used when generator == "pairs": each a mapping with clean,
     # corrupted, correct, incorrect and optional labels {name: word index}.
@@ -91,7 +97,10 @@ class CaptureConfig:
 
     # any of resid, attn_out, mlp_out, z, q, k, v: what the sweeps patch
     components: list[str] = field(default_factory=lambda: ["resid", "z", "attn_out", "mlp_out"])
-    max_rows: int = 64  # prompts per forward pass while capturing
+    # Memory one chunk of prompts may take while it is captured; each chunk is written to
+    # disk before the next, so memory does not grow with the number of prompts.
+    memory_budget_mb: float = 512
+    max_rows: int = 64  # upper bound on prompts per forward pass, whatever the budget
 
 
 @dataclass
@@ -225,6 +234,11 @@ def validate(cfg: Config) -> None:
                 raise ConfigError(f"{where}.{key} is an empty list", f"use null for all {key}")
     for name in cfg.capture.components:
         _check_choice("capture.components", name, STORABLE)
+    if cfg.capture.memory_budget_mb <= 0 or cfg.capture.max_rows < 1:
+        raise ConfigError(
+            "capture.memory_budget_mb and capture.max_rows must be positive",
+            "use e.g. capture.memory_budget_mb=512 capture.max_rows=64",
+        )
     if cfg.dataset.noise.scale < 0 or cfg.dataset.noise.samples < 1:
         raise ConfigError(
             "dataset.noise.scale must be ≥ 0 and dataset.noise.samples ≥ 1",
@@ -232,6 +246,14 @@ def validate(cfg: Config) -> None:
         )
     if cfg.dataset.n_pairs < 1:
         raise ConfigError("dataset.n_pairs must be at least 1", "set dataset.n_pairs: 1 or more")
+    metric = cfg.dataset.metric or cfg.metric.name
+    if cfg.dataset.score_from is not None and metric in FINAL_POSITION_METRICS:
+        raise ConfigError(
+            f"dataset.score_from scores several positions, but metric {metric!r} reads the "
+            "final position only",
+            "use metric mean_logprob (or a module:function metric that takes (B, K, V) "
+            "logits), or remove dataset.score_from",
+        )
     if cfg.engine.memory_budget_mb <= 0 or cfg.engine.max_batch < 1:
         raise ConfigError(
             "engine.memory_budget_mb and engine.max_batch must be positive",

@@ -9,16 +9,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from patchsweep.errors import DataError, OutputError, StaleInputError
 
@@ -95,11 +98,154 @@ def read_csv(path: Path) -> pd.DataFrame:
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Save tensors as safetensors with JSON-encoded string metadata, atomically."""
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=_metadata(meta))
+
+
+def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:
     # One metadata entry: safetensors stores the metadata as a hash map whose order varies
     # between processes, so several entries would give different bytes on every run.
-    metadata = {META_KEY: json.dumps(dict(meta), sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+    return {META_KEY: json.dumps(dict(meta), sort_keys=True)}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The shape and dtype of a tensor that a streamed file will hold."""
+
+    shape: tuple[int, ...]  # (N, ...): rows along the first dimension are written in turn
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+class StreamedTensors:
+    """A safetensors file filled in row blocks: its header is on disk, rows go to offsets.
+
+    A C-contiguous tensor of shape (N, ...) stores row i as one run of bytes, so a block
+    of rows can be written as soon as it is computed and then dropped from memory.
+    """
+
+    def __init__(self, handle: BinaryIO, specs: Mapping[str, TensorSpec], offsets: dict[str, int]):
+        self._handle = handle
+        self._specs = dict(specs)
+        self._offsets = offsets
+        self._written = {
+            name: torch.zeros(spec.shape[0], dtype=torch.bool) for name, spec in specs.items()
+        }
+
+    def write_rows(
+        self, name: str, rows: torch.Tensor, values: torch.Tensor, start: tuple[int, ...] = ()
+    ) -> None:
+        """Store ``values[i]`` in row ``rows[i]`` of tensor ``name``, from index ``start``.
+
+        ``start`` indexes a row's leading dimensions; ``values[i]`` then fills one run of
+        the row from there, so its shape is the rest of the row's, except that its first
+        dimension may be shorter (the remainder keeps what was there: zeros in a new file).
+        """
+        spec = self._specs[name]
+        rest = spec.shape[1 + len(start) :]
+        have = tuple(values.shape[1:])
+        fits = have == rest or (
+            len(have) == len(rest) > 0 and have[1:] == rest[1:] and have[0] <= rest[0]
+        )
+        if values.dtype != spec.dtype or len(rows) != values.shape[0] or not fits:
+            raise ValueError(
+                f"{name}: got {values.dtype} {tuple(values.shape)} for {len(rows)} rows of "
+                f"{spec.dtype} {spec.shape} from {start}"
+            )
+        data = values.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+        data = data.reshape(len(rows), -1)
+        row_bytes = spec.nbytes // spec.shape[0]
+        into = sum(i * math.prod(spec.shape[1 + k + 1 :]) for k, i in enumerate(start))
+        into *= spec.dtype.itemsize
+        whole = data.shape[1] == row_bytes  # then runs of consecutive rows go in one write
+        for first, at, count in _consecutive_runs(rows.tolist(), whole):
+            self._handle.seek(self._offsets[name] + first * row_bytes + into)
+            self._handle.write(data[at : at + count])
+        self._written[name][rows] = True
+
+    def check_complete(self) -> None:
+        """Refuse to publish a file with rows never written to (they would read as 0)."""
+        missing = [name for name, done in self._written.items() if not bool(done.all())]
+        if missing:
+            raise OutputError(
+                f"rows of {', '.join(missing)} were never written",
+                "this is a bug in the caller of stream_tensors; the file was not published",
+            )
+
+
+def _consecutive_runs(rows: list[int], join: bool = True) -> Iterator[tuple[int, int, int]]:
+    """(first row, index into ``rows``, count) for each run of consecutive row numbers;
+    every row alone unless ``join``."""
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or not join or rows[i] != rows[i - 1] + 1:
+            yield rows[start], start, i - start
+            start = i
+
+
+@contextlib.contextmanager
+def stream_tensors(
+    path: Path, specs: Mapping[str, TensorSpec], meta: Mapping[str, Any]
+) -> Iterator[StreamedTensors]:
+    """Write a safetensors file row block by row block, atomically.
+
+    The file's bytes equal what :func:`write_tensors` writes for the same tensors, so
+    readers cannot tell the two apart; memory holds one block at a time, not the file.
+    """
+    if sys.byteorder != "little":  # safetensors stores little-endian; rows are raw memory
+        raise OutputError("streamed writes need a little-endian machine", "use write_tensors")
+    header, offsets = safetensors_header(specs, meta)
+    with atomic_path(path) as tmp, tmp.open("r+b") as handle:
+        handle.write(header)
+        handle.truncate(len(header) + sum(spec.nbytes for spec in specs.values()))
+        writer = StreamedTensors(handle, specs, offsets)
+        yield writer
+        writer.check_complete()
+
+
+def safetensors_header(
+    specs: Mapping[str, TensorSpec], meta: Mapping[str, Any]
+) -> tuple[bytes, dict[str, int]]:
+    """The header bytes ``save_file`` writes for such tensors, and each one's data offset.
+
+    Layout (safetensors' format): an 8-byte little-endian length, compact JSON with
+    ``__metadata__`` first and the tensors in storage order, padded with spaces to a
+    multiple of 8; then the tensors' bytes back to back. Offsets returned here count from
+    the start of the file.
+    """
+    entries: dict[str, Any] = {"__metadata__": _metadata(meta)}
+    end = 0
+    for name, code in _storage_order(specs):
+        spec = specs[name]
+        entries[name] = {
+            "dtype": code,
+            "shape": list(spec.shape),
+            "data_offsets": [end, end + spec.nbytes],
+        }
+        end += spec.nbytes
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    start = 8 + len(text)
+    offsets = {name: start + entries[name]["data_offsets"][0] for name in specs}
+    return len(text).to_bytes(8, "little") + text, offsets
+
+
+def _storage_order(specs: Mapping[str, TensorSpec]) -> list[tuple[str, str]]:
+    """Tensor names in the order safetensors stores them, with its dtype codes.
+
+    Asked of the library itself (one element per tensor) rather than restated here, so
+    that streamed files follow its rule (by dtype, then name) in whatever version is
+    installed.
+    """
+    probe = save({name: torch.zeros(1, dtype=spec.dtype) for name, spec in specs.items()})
+    length = int.from_bytes(probe[:8], "little")
+    header = json.loads(probe[8 : 8 + length])
+    header.pop("__metadata__", None)
+    ordered = sorted(header.items(), key=lambda item: item[1]["data_offsets"][0])
+    return [(name, entry["dtype"]) for name, entry in ordered]
 
 
 @contextlib.contextmanager

@@ -1,5 +1,8 @@
 """Behaviour metrics read from the final position's logits, always in float32.
 
+(Per-position metrics such as :func:`mean_logprob` read several positions instead: see
+``dataset.score_from``.)
+
 Every metric takes ``(logits, correct, incorrect, clean_logits)``: the patched run's
 final-position logits (B, V), the answer ids as padded matrices (B, K) with −1 for "no
 answer in this slot" — so rows may have different numbers of answers, and a metric can
@@ -59,6 +62,22 @@ def prob_diff(logits, correct, incorrect, clean_logits=None) -> torch.Tensor:
     return _prob_mass(logits, correct) - _prob_mass(logits, incorrect)
 
 
+def mean_logprob(logits, correct, incorrect, clean_logits=None) -> torch.Tensor:
+    """Mean log-probability of each scored position's next token: induction's metric.
+
+    With score positions (``dataset.score_from``) the logits are (B, K, V) and ``correct``
+    holds each position's own next token (B, K), −1 where a row has fewer positions.
+    Given final-position logits (B, V) it is the log-probability of the first correct
+    answer.
+    """
+    if logits.dim() == 2:
+        logits, correct = logits[:, None], correct[:, :1]
+    logp = logits.float().log_softmax(-1)
+    mask = correct >= 0
+    got = logp.gather(2, correct.clamp(min=0)[..., None])[..., 0]
+    return (got * mask).sum(1) / mask.sum(1)
+
+
 def neg_kl(logits, correct, incorrect, clean_logits=None) -> torch.Tensor:
     """−KL(clean ‖ patched) over the whole vocabulary: 0 when the clean run is restored."""
     if clean_logits is None:
@@ -73,6 +92,7 @@ METRICS: dict[str, Metric] = {
     "logprob": logprob,
     "prob": prob,
     "prob_diff": prob_diff,
+    "mean_logprob": mean_logprob,
     "neg_kl": neg_kl,
 }
 

@@ -49,15 +49,20 @@ class LoadedModel:
     dtype: str
     device: str  # where inputs go: the device of the input embeddings
     remote: bool = False  # traces run on NDIF and must pass remote=True
+    # What remote runs pass as nnsight's ``remote=``: True is NDIF; "local" runs nnsight's
+    # serialised remote path in this process (how tests check the remote code path).
+    remote_target: Any = True
+    in_session: bool = False  # set while a session is open: its traces are sent with it
 
     def identity(self) -> dict[str, str]:
         """Metadata recorded in every activation file and checked by its readers."""
         return {"model": self.name, "revision": self.revision, "dtype": self.dtype}
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
-        """``lm.trace``, sent to NDIF when the model is remote."""
-        if self.remote:
-            kwargs.setdefault("remote", True)
+        """``lm.trace``, sent to NDIF when the model is remote (unless inside a session,
+        which is sent as a whole)."""
+        if self.remote and not self.in_session:
+            kwargs.setdefault("remote", self.remote_target)
         return self.lm.trace(*inputs, **kwargs)
 
 

@@ -33,6 +33,9 @@ class TokenizedPairs:
         label_positions: label → (N,) token position of that label, −1 where absent.
         tokens: per pair, the clean prompt's token strings (for tick labels and logs).
         templates: per pair, the template that produced it.
+        score_positions: (N, K) positions a per-position metric reads, −1 padded, or
+            None for the final position only (see :func:`score_from_label`).
+        score_targets: (N, K) the token each of those positions should predict.
     """
 
     clean_ids: torch.Tensor
@@ -43,10 +46,19 @@ class TokenizedPairs:
     label_positions: dict[str, torch.Tensor]
     tokens: list[list[str]]
     templates: list[str]
+    score_positions: torch.Tensor | None = None
+    score_targets: torch.Tensor | None = None
 
     @property
     def n_pairs(self) -> int:
         return int(self.lengths.shape[0])
+
+    def answers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the metric scores, (correct, incorrect): each scored position's next token
+        when there are score positions, else the answer sets."""
+        if self.score_targets is not None:
+            return self.score_targets, self.incorrect_ids
+        return self.correct_ids, self.incorrect_ids
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors to store; labels under ``label.<name>``."""
@@ -58,6 +70,9 @@ class TokenizedPairs:
             "incorrect_ids": self.incorrect_ids,
         }
         out.update({f"label.{k}": v for k, v in self.label_positions.items()})
+        if self.score_positions is not None and self.score_targets is not None:
+            out["score_positions"] = self.score_positions
+            out["score_targets"] = self.score_targets
         return out
 
     @classmethod
@@ -74,7 +89,39 @@ class TokenizedPairs:
             label_positions=labels,
             tokens=tokens,
             templates=templates,
+            score_positions=tensors.get("score_positions"),
+            score_targets=tensors.get("score_targets"),
         )
+
+
+def score_from_label(pairs: TokenizedPairs, label: str) -> TokenizedPairs:
+    """Score every next-token prediction from ``label`` to the end of each prompt.
+
+    Position t predicts the clean prompt's token t + 1, and the last position predicts
+    the first correct answer: for induction, from the start of the repeat, every token
+    the model can copy.
+
+    Raises:
+        DataError: the label is not defined for every pair.
+    """
+    where = pairs.label_positions.get(label)
+    if where is None or bool((where < 0).any()):
+        known = ", ".join(sorted(pairs.label_positions))
+        raise DataError(
+            f"dataset.score_from is {label!r}, which is not a position label of every pair",
+            f"use one of the labels every pair has: {known}",
+        )
+    width = int((pairs.lengths - where).max())
+    positions = torch.full((pairs.n_pairs, width), -1, dtype=torch.long)
+    targets = torch.full((pairs.n_pairs, width), -1, dtype=torch.long)
+    for i in range(pairs.n_pairs):
+        first, length = int(where[i]), int(pairs.lengths[i])
+        k = length - first
+        positions[i, :k] = torch.arange(first, length)
+        targets[i, : k - 1] = pairs.clean_ids[i, first + 1 : length]
+        targets[i, k - 1] = pairs.correct_ids[i, 0]
+    pairs.score_positions, pairs.score_targets = positions, targets
+    return pairs
 
 
 def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPairs:

@@ -23,18 +23,19 @@ def run(exp: ExperimentPaths) -> None:
     check_meta(exp.final_logits, read_meta(exp.final_logits), {"tokens_hash": token_hash})
     logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
     metric = get_metric(cfg.metric.name)
-    answers = (pairs.correct_ids, pairs.incorrect_ids, logits["clean"])
+    answers = (*pairs.answers(), logits["clean"])
     clean = metric(logits["clean"], *answers)
     corrupted = metric(logits["corrupted"], *answers)
     stats = baseline_stats(clean, corrupted)
+    final = {run: value[:, -1] if value.dim() == 3 else value for run, value in logits.items()}
     baselines = {
         "model": cfg.model.name,
         "dataset": cfg.dataset.name,
         "metric": cfg.metric.name,
         **stats,
-        "clean_accuracy": float(top1_correct(logits["clean"], pairs.correct_ids).float().mean()),
+        "clean_accuracy": float(top1_correct(final["clean"], pairs.correct_ids).float().mean()),
         "corrupted_accuracy": float(
-            top1_correct(logits["corrupted"], pairs.correct_ids).float().mean()
+            top1_correct(final["corrupted"], pairs.correct_ids).float().mean()
         ),
         "n_prompts": pairs.n_pairs,
     }

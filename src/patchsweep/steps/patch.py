@@ -48,7 +48,8 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     target_resid, target_delta = target["resid"], target.get("embed_delta")
     target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
     check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
-    clean_logits = read_tensors(exp.final_logits, ["clean"])["clean"]
+    final_logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
+    clean_logits = final_logits["clean"]
     log.info(
         "sweep %s: %s %s, %d sites × %d prompts (%s into the %s run)",
         sweep_name,
@@ -75,10 +76,11 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
             pairs.lengths,
             source,
             target_resid,
-            pairs.correct_ids,
-            pairs.incorrect_ids,
+            *pairs.answers(),
             clean_logits,
             target_delta,
+            pairs.score_positions,
+            final_logits[target_run],
         ),
         get_metric(cfg.metric.name),
         budget_mb=cfg.engine.memory_budget_mb,

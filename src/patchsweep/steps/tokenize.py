@@ -14,7 +14,7 @@ from patchsweep.io import tensor_hash, write_json, write_tensors
 from patchsweep.models import load_tokenizer
 from patchsweep.noise import with_noise_samples
 from patchsweep.paths import ExperimentPaths
-from patchsweep.tokenize import tokenize_pairs
+from patchsweep.tokenize import score_from_label, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,12 @@ def run(exp: ExperimentPaths) -> None:
     if cfg.dataset.noise.scale > 0:
         pairs = with_noise_samples(pairs, cfg.dataset.noise.samples)
     tokenized = tokenize_pairs(pairs, load_tokenizer(cfg.model))
-    token_hash = tensor_hash(tokenized.clean_ids, tokenized.corrupted_ids, tokenized.lengths)
+    if cfg.dataset.score_from is not None:
+        tokenized = score_from_label(tokenized, cfg.dataset.score_from)
+    scoring = [t for t in (tokenized.score_positions, tokenized.score_targets) if t is not None]
+    token_hash = tensor_hash(
+        tokenized.clean_ids, tokenized.corrupted_ids, tokenized.lengths, *scoring
+    )
     meta = {"tokens_hash": token_hash, "tokenizer": cfg.model.path, "dataset": cfg.dataset.name}
     write_tensors(exp.tokens, tokenized.to_tensors(), meta)
     write_json(
