@@ -293,3 +293,36 @@ def test_a_remote_sweep_is_one_nnsight_session_per_prompt_length(setup, monkeypa
     _, sent = engine(remote, pairs, caches, "z", "denoise", "labels", max_batch=4)
     torch.testing.assert_close(sent, local, atol=1e-6, rtol=0)
     assert len(jobs) == len(torch.unique(pairs.lengths))  # not one job per chunk
+
+
+@pytest.fixture(scope="module")
+def organism():
+    """The bundled IOI organism, with IOI pairs of one length, both runs captured."""
+    from pathlib import Path
+
+    from patchsweep.config import ModelConfig
+    from patchsweep.datasets import generate
+    from patchsweep.models import load_model
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "models" / "ioi-gpt2"
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"no model organism at {folder} (train it with `dvc repro train_organism`)")
+    model = load_model(ModelConfig(name="ioi-gpt2", path=str(folder)))
+    pairs = tokenize_pairs(generate("ioi", 6, seed=1, split="test"), model.tokenizer)
+    everything = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
+    caches = {
+        run: capture_run(model, ids, pairs.lengths, everything, progress=False)
+        for run, ids in (("clean", pairs.clean_ids), ("corrupted", pairs.corrupted_ids))
+    }
+    return model, pairs, caches
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("direction", ["denoise", "noise"])
+def test_every_component_equals_one_pass_per_patch_on_the_organism(organism, component, direction):
+    """The trained model, where patches have large effects (IO/S heads, S2 residual)."""
+    model, pairs, caches = organism
+    sites, got = engine(model, pairs, caches, component, direction, "labels")
+    want = reference(model, pairs, sites, component, direction)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert float(got.max() - got.min()) > 0.1  # the sites do move the metric
