@@ -234,43 +234,21 @@ def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine_module, "_packed_pass", counting)
-    _, resumed = engine(
-        model,
-        pairs,
-        caches,
-        "z",
-        "denoise",
-        "labels",
-        max_batch=4,
-        checkpoint=Checkpoint(path, "k"),
-    )
+
+    def heads_with(checkpoint):
+        kwargs = {"max_batch": 4, "checkpoint": checkpoint}
+        return engine(model, pairs, caches, "z", "denoise", "labels", **kwargs)[1]
+
+    resumed = heads_with(Checkpoint(path, "k"))
     resumed_passes = len(calls)
-    _, other_key = engine(
-        model,
-        pairs,
-        caches,
-        "z",
-        "denoise",
-        "labels",
-        max_batch=4,
-        checkpoint=Checkpoint(tmp_path / "other.safetensors", "k2"),
-    )
+    other_key = heads_with(Checkpoint(tmp_path / "other.safetensors", "k2"))
     fresh_passes = len(calls) - resumed_passes
     torch.testing.assert_close(resumed, fresh, atol=0, rtol=0)
     torch.testing.assert_close(other_key, fresh, atol=0, rtol=0)
     assert 0 < resumed_passes < fresh_passes  # the resumed run skipped finished chunks
     # a checkpoint of other inputs is ignored, not mixed in
     Checkpoint(path, "k").save(partial, done, force=True)
-    _, foreign = engine(
-        model,
-        pairs,
-        caches,
-        "z",
-        "denoise",
-        "labels",
-        max_batch=4,
-        checkpoint=Checkpoint(path, "another sweep"),
-    )
+    foreign = heads_with(Checkpoint(path, "another sweep"))
     torch.testing.assert_close(foreign, fresh, atol=0, rtol=0)
 
 
