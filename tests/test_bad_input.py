@@ -306,16 +306,19 @@ GOOD_ROW = (
 )
 
 
-def file_dataset(project, name: str, text: str) -> str:
+def file_dataset(project, name: str, text: str | bytes) -> str:
     path = project / name
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)  # an encoding of the user's choosing
+    else:
+        path.write_text(text, encoding="utf-8")
     (project / "conf" / "dataset" / "tiny.yaml").write_text(
         yaml.safe_dump({"name": "tiny", "generator": "file", "options": {"path": str(path)}})
     )
     return str(path)
 
 
-def file_fails(project, capsys, name: str, text: str) -> tuple[str, str]:
+def file_fails(project, capsys, name: str, text: str | bytes) -> tuple[str, str]:
     path = file_dataset(project, name, text)
     compose.run(EXP)
     err = run_and_fail(tokenize.run, capsys, EXP)
@@ -381,3 +384,220 @@ def test_malformed_prompt_file_row(project, capsys):
 def test_malformed_jsonl_line(project, capsys):
     err, path = file_fails(project, capsys, "p.jsonl", '{"clean": "a", \n')
     assert f"{path}, line 1: not valid JSON" in err
+
+
+JSONL_ROW = {
+    "clean": "When Tom and Ann went to the park , Ann gave a ball to",
+    "corrupted": "When Ann and Tom went to the park , Tom gave a ball to",
+    "correct": [" Tom"],
+    "incorrect": " Ann",
+    "labels": {"IO": "Tom", "S2": "Ann#2"},
+}
+
+
+def jsonl(*rows: dict) -> str:
+    import json
+
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("clean", None, "clean is null, not a string"),
+        ("corrupted", 5, "corrupted is 5 (int), not a string"),
+        ("correct", None, "correct is null, not a string or a list of strings"),
+        ("incorrect", [" Ann", None], "incorrect[1] is null, not a string"),
+        ("labels", {"IO": 3}, "labels.IO is 3 (int), not a string"),
+        ("labels", "IO=Tom", "labels is 'IO=Tom' (str), not a mapping"),
+    ],
+    ids=[
+        "null-clean",
+        "number-corrupted",
+        "null-correct",
+        "null-in-answers",
+        "number-label",
+        "text-labels",
+    ],
+)
+def test_prompt_file_with_a_null_or_non_text_field(project, capsys, field, value, says):
+    """JSON hands null and numbers over as such; str() would make them prompts like 'None'."""
+    text = jsonl(JSONL_ROW, {**JSONL_ROW, field: value})
+    err, path = file_fails(project, capsys, "p.jsonl", text)
+    assert f"{path}, line 2: {says}" in err
+
+
+def test_pair_with_a_null_prompt(project, capsys):
+    err = tokenize_fails(project, capsys, [dict(TINY_PAIRS[0], clean=None)])
+    assert "dataset.pairs[0]: clean is null, not a string" in err and "quoted string" in err
+
+
+def test_prompt_word_missing_from_the_vocabulary(project, capsys):
+    row = {**JSONL_ROW, "corrupted": JSONL_ROW["corrupted"].replace("park", "Zebedee")}
+    err, path = file_fails(project, capsys, "p.jsonl", jsonl(JSONL_ROW, row))
+    assert (
+        f"{path}, line 2: the corrupted prompt has word(s) not in the model's vocabulary: "
+        "'Zebedee' (the tokenizer turns them into '<unk>')" in err
+    )
+    assert "dataset.allow_unknown_tokens=true" in err
+
+
+def test_unknown_prompt_words_pass_when_allowed(tiny_gpt2, caplog):
+    from patchsweep.datasets.explicit import pairs_from_config
+    from patchsweep.errors import DataError
+    from patchsweep.tokenize import tokenize_pairs
+
+    odd = dict(TINY_PAIRS[0], clean=TINY_PAIRS[0]["clean"].replace("store", "Zebedee"))
+    pairs = pairs_from_config([TINY_PAIRS[1], odd])
+    tokenizer = tiny_gpt2.tokenizer
+    with pytest.raises(DataError, match=r"pair 1: the clean prompt has word\(s\) .*'Zebedee'"):
+        tokenize_pairs(pairs, tokenizer)
+    with caplog.at_level(logging.WARNING):
+        got = tokenize_pairs(pairs, tokenizer, allow_unknown=True)
+    assert "1 prompt word(s) are not in the model's vocabulary, e.g. 'Zebedee'" in caplog.text
+    unk = tokenizer.unk_token_id
+    assert got.clean_ids[1].tolist().count(unk) == 1 and unk not in got.corrupted_ids[1]
+    assert got.label_positions["S2"].tolist() == [9, 9]
+
+
+@pytest.mark.parametrize("spec", ["Mary#0", "Mary#x", "Mary#", "Mary#-1"])
+def test_label_occurrence_that_is_not_a_count(project, capsys, spec):
+    bad = GOOD_ROW.replace("S2=Mary#2", f"S2={spec}")
+    err, path = file_fails(project, capsys, "p.csv", HEADER + GOOD_ROW + bad)
+    assert f"{path}, line 3: labels.S2: {spec!r} has" in err
+    assert "not a whole number ≥ 1" in err and "write Mary#2 for the second occurrence" in err
+
+
+def test_prompt_file_lines_count_blank_lines_and_multi_line_cells(project, capsys):
+    """A row is named by the physical line it starts on, whatever precedes it."""
+    multi = GOOD_ROW.replace("IO=John;S2=Mary#2", '"IO=John;\nS2=Mary#2"')
+    bad = multi.replace('John gave a book to",', 'John gave",', 1)
+    text = HEADER + "\n" + GOOD_ROW + multi + bad  # lines 1, 2, 3, 4–5, 6–7
+    err, path = file_fails(project, capsys, "p.csv", text)
+    assert f"{path}, line 6: clean has 14 tokens but corrupted has 11" in err
+
+
+def test_prompt_file_with_an_unclosed_quote(project, capsys):
+    end = GOOD_ROW.rindex('to",')
+    bad = GOOD_ROW[:end] + "to," + GOOD_ROW[end + 4 :]  # the corrupted cell's quote stays open
+    err, path = file_fails(project, capsys, "p.csv", HEADER + GOOD_ROW + bad + GOOD_ROW)
+    assert f"{path}, line 3: malformed row" in err
+    assert "it runs on to line 4: is a quote left open?" in err
+
+
+@pytest.mark.parametrize("name", ["p.csv", "p.jsonl"])
+def test_prompt_file_with_a_byte_order_mark(project, name):
+    """Excel and Notepad start UTF-8 files with a BOM; it is not part of the first column."""
+    text = HEADER + GOOD_ROW if name.endswith(".csv") else jsonl(JSONL_ROW)
+    file_dataset(project, name, b"\xef\xbb\xbf" + text.encode())
+    compose.run(EXP)
+    tokenize.run(EXP)
+    from patchsweep.steps.inputs import load_tokenized
+
+    pairs, _ = load_tokenized(EXP)
+    assert pairs.label_positions["S2"].tolist() == [9]
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])
+def test_prompt_file_not_in_utf8(project, capsys, bom):
+    latin1 = GOOD_ROW.replace("the store", "the café").encode("latin-1")
+    data = bom + HEADER.encode() + GOOD_ROW.encode() + latin1
+    offset = data.index(b"\xe9")
+    err, path = file_fails(project, capsys, "p.csv", data)
+    assert f"{path}, line 3: byte 0xe9 at byte offset {offset} is not UTF-8" in err
+    assert "save it as UTF-8" in err
+
+
+# --- names that become paths, and keys the schema does not know ---------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["dataset=../../../x", "model=../organism", "dataset=[tiny,../x]"],
+    ids=["dataset", "model", "dataset-list"],
+)
+def test_config_group_choice_that_is_a_path(project, capsys, override):
+    outside = project.parent / "x.yaml"
+    outside.write_text("name: x\n")
+    err = run_and_fail(compose.run, capsys, EXP, [override])
+    assert "is not a plain name" in err and "no '/', no '..'" in err
+    assert not EXP.config.exists()
+    outside.unlink()
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "/abs"])
+def test_experiment_names_that_are_paths(project, capsys, name):
+    from patchsweep.paths import ExperimentPaths
+
+    before = set(project.parent.iterdir())
+    err = run_and_fail(lambda: compose.run(ExperimentPaths("tiny", name)), capsys)
+    assert f"dataset name {name!r} is not a plain name" in err
+    assert set(project.parent.iterdir()) == before
+    assert not (project / "results").exists()
+
+
+def test_sweep_name_that_is_a_path(project, capsys):
+    set_sweep(project, "'../../out'", "{component: resid_pre, positions: all}")
+    (project / "params.yaml").write_text(yaml.safe_dump({"sweep": ["../../out"]}))
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "sweep name '../../out' is not a plain name" in err
+    assert not EXP.config.exists()
+
+
+@pytest.mark.parametrize("stage", ["patch", "normalize"])
+def test_sweep_name_that_is_a_path_in_a_hand_edited_config(project, capsys, stage):
+    """Stages run by hand on a config.yaml that compose did not write refuse it too."""
+    run_through_patch(sweeps=("resid_layer",))
+    config = yaml.safe_load(EXP.config.read_text())
+    config["sweeps"]["../../../escaped"] = config["sweeps"]["resid_layer"]
+    EXP.config.write_text(yaml.safe_dump(config))
+    args = ("../../../escaped",) if stage == "patch" else ()
+    err = run_and_fail({"patch": patch.run, "normalize": normalize.run}[stage], capsys, EXP, *args)
+    assert "sweep name '../../../escaped' is not a plain name" in err
+    assert not list(project.parent.rglob("escaped*"))
+    assert not EXP.table.exists()
+
+
+def test_new_key_added_with_plus(project, capsys):
+    err = run_and_fail(compose.run, capsys, EXP, ["+model.dtpye=bfloat16"])
+    assert "Key 'dtpye' not in 'ModelConfig'" in err and "`+key=`" in err
+    assert not EXP.config.exists()
+
+
+def test_environment_variable_in_config(project, capsys, monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "hf_do_not_leak")
+    err = run_and_fail(compose.run, capsys, EXP, ["model.name=${oc.env:SECRET_TOKEN}"])
+    assert "model.name is '${oc.env:SECRET_TOKEN}', which reads an environment variable" in err
+    assert "hf_do_not_leak" not in err
+    assert not EXP.config.exists()
+
+
+def test_duplicate_key_in_a_config_file(project, capsys):
+    plot_file = project / "conf" / "plot" / "default.yaml"
+    plot_file.write_text(plot_file.read_text() + "dpi: 100\n")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert "not valid YAML" in err and "found duplicate key dpi" in err
+    assert str(plot_file) in err
+    assert not EXP.config.exists()
+
+
+def test_config_file_not_in_utf8(project, capsys):
+    plot_file = project / "conf" / "plot" / "default.yaml"
+    plot_file.write_bytes(plot_file.read_bytes() + b"# caf\xe9\n")
+    err = run_and_fail(compose.run, capsys, EXP)
+    assert f"{plot_file} is not UTF-8" in err and "save the file as UTF-8" in err
+    assert not EXP.config.exists()
+
+
+def test_metric_module_that_cannot_be_found(project, capsys):
+    err = run_and_fail(compose.run, capsys, EXP, ["metric.name=nosuchmodule:fn"])
+    assert "metric.name 'nosuchmodule:fn' is neither a built-in metric" in err
+    assert not EXP.config.exists()
+
+
+def test_window_longer_than_the_model(project, capsys):
+    set_sweep(project, "head", "{component: mlp_out, positions: all, window: 5}")
+    run_through_patch(sweeps=())
+    err = run_and_fail(patch.run, capsys, EXP, "head")
+    assert "sweeps.head.window is 5, but the model has 2 layers" in err
+    assert not EXP.patch("head").exists()

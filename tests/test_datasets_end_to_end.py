@@ -25,6 +25,7 @@ def organism_project(tmp_path, monkeypatch):
     if not ORGANISM.is_dir():
         pytest.skip(f"no model organism at {ORGANISM} (run `dvc repro train_organism`)")
     shutil.copytree(REPO / "conf", tmp_path / "conf")
+    shutil.copytree(REPO / "data" / "prompts", tmp_path / "data" / "prompts")  # ioi_file's
     model = yaml.safe_load((REPO / "conf" / "model" / "organism.yaml").read_text())
     model["path"] = str(ORGANISM)
     (tmp_path / "conf" / "model" / "organism.yaml").write_text(yaml.safe_dump(model))

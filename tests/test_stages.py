@@ -56,5 +56,7 @@ def test_hydra_multirun_runs_whole_experiments(project):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     for dataset in ("tiny", "other"):
-        table = pd.read_csv(project / "results" / "tiny" / dataset / "results.csv")
+        table = pd.read_csv(project / "runs" / "results" / "tiny" / dataset / "results.csv")
         assert set(table["sweep"]) == {"resid_layer"}
+    # its own output root: nothing lands in DVC's results/ or data/cache/
+    assert not (project / "results").exists() and not (project / "data" / "cache").exists()

@@ -35,7 +35,7 @@ from patchsweep.components import (
     select,
 )
 from patchsweep.errors import ConfigError, DataError
-from patchsweep.io import TensorSpec, stream_tensors
+from patchsweep.io import TensorSpec, publish_together, stream_tensors
 from patchsweep.models import LoadedModel
 from patchsweep.tokenize import TokenizedPairs
 
@@ -296,14 +296,17 @@ def capture_pairs(
     """Both runs of a dataset, streamed to ``activations[run]``; their logits to one file.
 
     ``noise`` (N, T, d), if given, corrupts the corrupted run's embeddings and is stored
-    in its file as ``embed_delta``. Each file records ``meta`` (plus ``run``).
+    in its file as ``embed_delta``. Each file records ``meta`` (plus ``run``). The three
+    files are published together once both runs succeeded: a failure in the corrupted
+    run must not leave a new clean file beside the old corrupted one and old logits.
     """
     dtype = next(model.hf.parameters()).dtype
     ids = {"clean": pairs.clean_ids, "corrupted": pairs.corrupted_ids}
     scored = pairs.score_positions
     k = None if scored is None else scored.shape[1]
     specs = {run: logits_spec(model.dims, pairs.n_pairs, k) for run in ids}
-    with stream_tensors(final_logits, specs, meta) as logits:
+    outputs = (*activations.values(), final_logits)
+    with publish_together(*outputs), stream_tensors(final_logits, specs, meta) as logits:
         for run, run_ids in ids.items():
             delta = noise if run == "corrupted" else None
             capture_to_file(
@@ -319,8 +322,8 @@ def capture_pairs(
                 progress=progress,
                 score_positions=scored,
             )
-            log.info("wrote %s", activations[run])
-    log.info("wrote %s", final_logits)
+            log.info("captured the %s run", run)
+    log.info("wrote %s", ", ".join(str(path) for path in outputs))
 
 
 def check_finite(chunk: Chunk, run: str) -> None:

@@ -7,11 +7,12 @@ name, instead of silently falling back to a default deep inside a sweep.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
@@ -19,14 +20,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from patchsweep.errors import ConfigError
+from patchsweep.paths import check_plain_name
 
 COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 HEADED_COMPONENTS = ("z", "q", "k", "v", "pattern")
 DIRECTIONS = ("denoise", "noise")
 # Built-in metrics of final-position logits only (mean_logprob also takes several).
 FINAL_POSITION_METRICS = ("logit_diff", "logprob", "prob", "prob_diff", "neg_kl")
+BUILTIN_METRICS = (*FINAL_POSITION_METRICS, "mean_logprob")  # patchsweep.metrics.METRICS
 POSITION_MODES = ("all", "each", "labels", "auto")
 STORABLE = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
+# Resolvers that copy the environment into the config, and so into git-tracked files.
+ENVIRONMENT_RESOLVERS = ("oc.env",)
 
 
 @dataclass
@@ -73,8 +78,11 @@ class DatasetConfig:
     # per-position metrics such as mean_logprob (induction: the repeated tokens).
     score_from: str | None = None
     noise: NoiseConfig = field(default_factory=NoiseConfig)  # embedding-noise corruption
+    # Let prompt words outside the model's vocabulary through as its unknown token (a
+    # warning) instead of failing; answers must be in the vocabulary regardless.
+    allow_unknown_tokens: bool = False
     # Explicit pairs, used when generator == "pairs": each a mapping with clean,
-    # corrupted, correct, incorrect and optional labels {name: word index}.
+    # corrupted, correct, incorrect and optional labels {name: word or word#k}.
     pairs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -137,6 +145,20 @@ class PlotConfig:
 
 
 @dataclass
+class InputsConfig:
+    """Content hashes of the files outside conf/ that shape results (written by compose).
+
+    DVC cannot name these files per experiment in dvc.yaml, so the stages declare these
+    hashes as params instead: editing the file changes its hash and reruns exactly the
+    stages that read it. Never set by hand; compose overwrites them.
+    """
+
+    prompts: str | None = None  # the dataset's prompt file (generator: file)
+    model: str | None = None  # a local model folder (every file), or the hub commit
+    metric: str | None = None  # the source file of a module:function metric
+
+
+@dataclass
 class Config:
     """One experiment: one model on one dataset, with its sweeps."""
 
@@ -148,6 +170,7 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
     seed: int = 0  # torch seed, recorded in outputs
+    inputs: InputsConfig = field(default_factory=InputsConfig)
 
 
 def register_schemas() -> None:
@@ -175,6 +198,7 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
             f"no config.yaml in {config_dir}",
             "run from the project root, or pass the folder that holds conf/config.yaml",
         )
+    check_group_choices(overrides)
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name="config", overrides=list(overrides))
@@ -184,8 +208,85 @@ def compose_config(overrides: Sequence[str] = (), config_dir: Path | None = None
             "check the key's spelling and type against src/patchsweep/config.py "
             "(new keys need a schema field); config group options are the files in conf/",
         ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"a config file is not valid YAML: {' '.join(str(exc).split())}",
+            "fix the file and line named above (each key once per mapping)",
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{_undecodable(config_dir) or 'a file in ' + str(config_dir)} is not UTF-8 ({exc})",
+            "save the file as UTF-8",
+        ) from exc
+    check_known_keys(cfg)
+    check_no_environment(cfg)
     validate(to_object(cfg))
     return cfg
+
+
+def check_group_choices(overrides: Sequence[str]) -> None:
+    """Refuse a config group choice (``model=…``, ``dataset=…``) that is a path.
+
+    Hydra would load ``conf/dataset/../../x.yaml``, a file outside ``conf/``.
+    """
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if sep and key in ("model", "dataset", "sweep", "metric", "engine", "plot", "capture"):
+            for choice in value.strip("[]").split(","):
+                if choice.strip():
+                    check_plain_name(f"{key} option", choice.strip())
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema does not have, however they got in.
+
+    Hydra's ``+key=value`` (which its own error message suggests for a misspelt key)
+    adds a key even to a structured config, where it would be silently ignored.
+    """
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(
+            f"the config has a key the schema does not know: {_first_line(exc)}",
+            "check the key's spelling against src/patchsweep/config.py (a `+key=` "
+            "override adds a new key; the schema's keys need no `+`)",
+        ) from exc
+
+
+def check_no_environment(cfg: DictConfig) -> None:
+    """Refuse ``${oc.env:…}``: it would copy an environment value (a token, say) into
+    the git-tracked ``config.yaml`` and the reports, and make results depend on the
+    shell they ran in rather than on files DVC tracks."""
+    for where, value in _strings(OmegaConf.to_container(cfg, resolve=False)):
+        if any(f"${{{name}:" in value.replace(" ", "") for name in ENVIRONMENT_RESOLVERS):
+            raise ConfigError(
+                f"{where} is {value!r}, which reads an environment variable",
+                "write the value into conf/ (or pass it as an override); environment "
+                "values are not resolved into tracked files. Credentials such as "
+                "NDIF_API_KEY and HF_TOKEN are read from the environment by the "
+                "libraries themselves and need no config key",
+            )
+
+
+def _strings(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, f"{where}[{i}]")
+    elif isinstance(node, str):
+        yield where, node
+
+
+def _undecodable(config_dir: Path) -> str | None:
+    """The first file under ``config_dir`` that is not valid UTF-8."""
+    for path in sorted(config_dir.rglob("*.yaml")):
+        try:
+            path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            return str(path)
+    return None
 
 
 def load_config(path: Path) -> Config:
@@ -216,6 +317,7 @@ def validate(cfg: Config) -> None:
     if not cfg.sweeps:
         raise ConfigError("no sweeps are configured", "add at least one entry under sweeps:")
     for name, sweep in cfg.sweeps.items():
+        check_plain_name("sweep", name)
         where = f"sweeps.{name}"
         _check_choice(f"{where}.component", sweep.component, COMPONENTS)
         _check_choice(f"{where}.direction", sweep.direction, DIRECTIONS)

@@ -1,19 +1,28 @@
-"""Atomic file writes and safetensors with checked metadata.
+"""Atomic file writes, published one stage's set at a time, and safetensors with metadata.
 
 Every output goes to a temporary file in its destination folder and is renamed into
 place, so an interrupted stage leaves the previous file or none, never half of one.
+Inside :func:`publish_together` the renames wait until the whole block succeeds, so a
+stage's outputs change together or not at all. A writer killed with ``kill -9`` cannot
+remove its temporary; the next write of the same output (or :func:`remove_orphans`)
+does. Any ``OSError`` while writing (a full disk, no permission) becomes an
+:class:`~patchsweep.errors.OutputError` that names the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import hashlib
 import json
+import logging
 import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -21,38 +30,257 @@ from typing import Any, BinaryIO
 import pandas as pd
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 
 from patchsweep.errors import DataError, OutputError, StaleInputError
 
+try:  # POSIX: a writer's lock on its temporary tells cleaners it is still alive
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: orphans are then kept, never guessed at
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
 META_KEY = "patchsweep"  # the one safetensors metadata entry: a JSON object
+TMP_SUFFIX = ".tmp"  # temporaries are ".<output name>.<random>.tmp" beside the output
+
+
+@dataclass
+class _Temp:
+    """A temporary that becomes ``target``; ``fd`` holds its lock until it is gone."""
+
+    path: Path
+    target: Path
+    fd: int
+
+    def discard(self) -> None:
+        """Delete the temporary and release its lock (a no-op once renamed away)."""
+        self.path.unlink(missing_ok=True)
+        os.close(self.fd)
+
+
+class _OutputSet:
+    """Temporaries finished inside :func:`publish_together`, waiting to be renamed."""
+
+    def __init__(self) -> None:
+        self.temps: dict[Path, _Temp] = {}
+
+    def add(self, temp: _Temp) -> None:
+        """Hold ``temp`` back; a second write of the same output replaces the first."""
+        earlier = self.temps.pop(temp.target, None)
+        if earlier is not None:
+            earlier.discard()
+        self.temps[temp.target] = temp
+
+    def discard(self) -> None:
+        for temp in self.temps.values():
+            temp.discard()
+        self.temps.clear()
+
+    def publish(self) -> None:
+        """Rename every temporary into place; if one rename fails, undo the others.
+
+        Each replaced output is first hard-linked to a backup, so a failed rename can
+        put the previous files back. Only a crash between the renames themselves (a few
+        system calls) can leave the set half published.
+        """
+        for target in self.temps:
+            if target.is_dir():
+                self.discard()
+                raise _unwritable(target, IsADirectoryError(errno.EISDIR, "Is a directory"))
+        backups = {target: _backup(target) for target in self.temps}
+        done: list[Path] = []
+        try:
+            for target, temp in self.temps.items():
+                with _writing(target):
+                    os.replace(temp.path, target)
+                done.append(target)
+        except BaseException:
+            for target in done:
+                _restore(target, backups[target])
+            raise
+        finally:
+            self.discard()
+            for backup in backups.values():
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+
+
+# The set that atomic writes in this context join; None = rename each write at once.
+# A context variable, so that every writer (CSV, JSON, figures) joins without a new
+# parameter; threads start with their own context, outside any set.
+_PENDING: ContextVar[_OutputSet | None] = ContextVar("patchsweep_pending", default=None)
+
+
+@contextlib.contextmanager
+def publish_together(*outputs: Path) -> Iterator[None]:
+    """Publish every atomic write in the block together when it ends, or none of them.
+
+    On any error (or interrupt) in the block, all its temporaries are deleted and the
+    previous outputs stay as they were. ``outputs`` are the stage's output files and
+    folders: orphaned temporaries of earlier, killed runs are removed from them first.
+    A block inside another joins the outer set. Code inside that reads an output
+    written earlier in the block reads :func:`staged` of its path.
+    """
+    remove_orphans(outputs)
+    if _PENDING.get() is not None:
+        yield
+        return
+    pending = _OutputSet()
+    token = _PENDING.set(pending)
+    try:
+        yield
+    except BaseException:
+        pending.discard()
+        raise
+    finally:
+        _PENDING.reset(token)
+    pending.publish()
+
+
+def staged(path: Path) -> Path:
+    """Where ``path``'s newest content is: its unpublished temporary inside
+    :func:`publish_together`, else ``path`` itself."""
+    pending = _PENDING.get()
+    temp = pending.temps.get(path) if pending is not None else None
+    return temp.path if temp is not None else path
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success."""
-    try:
+    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    Orphaned temporaries of ``path`` are removed first. Inside :func:`publish_together`
+    the rename waits for the whole set. An ``OSError`` in the block (the block writes
+    the temporary) becomes an :class:`OutputError` naming ``path``.
+    """
+    with _writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        remove_orphans([path])
+        temp: _Temp | None = _new_temp(path)
+    try:
+        with _writing(path):
+            yield temp.path
+        pending = _PENDING.get()
+        if pending is not None:
+            pending.add(temp)
+            temp = None  # the set owns it now
+        else:
+            with _writing(path):
+                os.replace(temp.path, path)
+    finally:
+        if temp is not None:
+            temp.discard()
+
+
+def remove_orphans(outputs: Iterable[Path]) -> list[Path]:
+    """Delete temporaries that killed writers left beside output files or inside folders.
+
+    A file's temporaries are ``.<name>.*.tmp`` beside it; a folder's, every ``.*.tmp``
+    below it. Safe while another process writes the same output: each writer holds a
+    lock on its temporary for as long as it lives (the system releases it when the
+    process dies, ``kill -9`` included), and locked temporaries are kept. Where locks
+    are unavailable (Windows, some network file systems) nothing is removed.
+
+    Returns:
+        The removed files.
+    """
+    removed = []
+    for output in map(Path, outputs):
+        if output.is_dir():
+            candidates = output.rglob(f".*{TMP_SUFFIX}")
+        else:
+            candidates = output.parent.glob(f".{glob.escape(output.name)}.*{TMP_SUFFIX}")
+        for candidate in candidates:
+            if candidate.is_file() and _remove_if_unlocked(candidate):
+                log.info("removed %s, left behind by an interrupted run", candidate)
+                removed.append(candidate)
+    return removed
+
+
+def _remove_if_unlocked(candidate: Path) -> bool:
+    """Delete ``candidate`` if no live writer holds its lock; True if it was deleted."""
+    try:
+        fd = os.open(candidate, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        same = os.fstat(fd).st_ino == os.stat(candidate).st_ino  # not renamed meanwhile
+        if not (same and _try_lock(fd)):
+            return False
+        candidate.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool | None:
+    """Lock ``fd`` without waiting: True, False if another holds it, None if unknowable."""
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # the file system has no locks
+        return None
+    return True
+
+
+def _new_temp(path: Path) -> _Temp:
+    """A new, locked temporary beside ``path``.
+
+    A cleaner may lock and delete the file between its creation and our lock; then it
+    has no links left, and another is made.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        if _try_lock(fd) is not False and os.fstat(fd).st_nlink > 0:
+            return _Temp(Path(name), path, fd)
+        os.close(fd)
+
+
+def _backup(target: Path) -> Path | None:
+    """A hard link to ``target``'s current file, or None (no file, or no hard links)."""
+    if not target.is_file():
+        return None
+    backup = target.with_name(f".{target.name}.{os.urandom(4).hex()}.old{TMP_SUFFIX}")
+    try:
+        os.link(target, backup)
+    except OSError:
+        return None
+    return backup
+
+
+def _restore(target: Path, backup: Path | None) -> None:
+    """Put ``target`` back as it was before a set was published: its backup, or none."""
+    with contextlib.suppress(OSError):
+        if backup is not None:
+            os.replace(backup, target)
+        else:
+            target.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``path`` into an :class:`OutputError`."""
+    try:
+        yield
     except OSError as exc:
         raise _unwritable(path, exc) from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise _unwritable(path, exc) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _unwritable(path: Path, exc: OSError) -> OutputError:
-    return OutputError(
-        f"cannot write {path}: {exc.strerror or exc}",
-        f"make sure {path.parent} is a writable folder and {path.name} is not a folder",
-    )
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        fix = (
+            f"free space on the disk that holds {path.parent} (see `df -h {path.parent}`), "
+            "or point that folder elsewhere (a symlink to a larger disk), then rerun"
+        )
+    else:
+        fix = f"make sure {path.parent} is a writable folder and {path.name} is not a folder"
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}", fix)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -66,9 +294,38 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+# Significant digits kept in written tables and JSON: float32 results vary in the 7th
+# between processes and machines on CPU, and committed files must not change with them.
+SIGNIFICANT_DIGITS = 6
+
+
+def stable_float(value: float) -> float | None:
+    """``value`` rounded below float32 noise, with -0.0 as 0.0 and NaN or ±inf as None
+    (JSON has no NaN, and a -0.0 would change the bytes of an unchanged result)."""
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.{SIGNIFICANT_DIGITS}g}") + 0.0
+
+
+def _stable(data: Any) -> Any:
+    if isinstance(data, float):
+        return stable_float(data)
+    if isinstance(data, dict):
+        return {k: _stable(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_stable(v) for v in data]
+    return data
+
+
+def json_text(data: Any, sort_keys: bool = True) -> str:
+    """JSON whose bytes depend only on the data: floats rounded by :func:`stable_float`,
+    keys sorted unless their order is meaningful."""
+    return json.dumps(_stable(data), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically, keys sorted so equal data gives equal bytes."""
-    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text(path, json_text(data))
 
 
 def read_json(path: Path) -> Any:
@@ -83,9 +340,10 @@ def read_json(path: Path) -> Any:
 
 def write_csv(path: Path, table: pd.DataFrame) -> None:
     """Write a table as CSV atomically, with a fixed float format for stable bytes."""
+    floats = table.select_dtypes("floating").columns
+    table = table.assign(**{c: table[c] + 0.0 for c in floats})  # -0.0 → 0.0
     with atomic_path(path) as tmp:
-        # 6 significant digits: float32 results vary in the 7th between processes on CPU
-        table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+        table.to_csv(tmp, index=False, float_format=f"%.{SIGNIFICANT_DIGITS}g", lineterminator="\n")
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -98,8 +356,9 @@ def read_csv(path: Path) -> pd.DataFrame:
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Save tensors as safetensors with JSON-encoded string metadata, atomically."""
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=_metadata(meta))
+    # Serialised in memory, then written: save_file reports a full disk as a
+    # SafetensorError without its errno, and the fix depends on it.
+    write_bytes(path, save(contiguous, metadata=_metadata(meta)))
 
 
 def _metadata(meta: Mapping[str, Any]) -> dict[str, str]:

@@ -11,8 +11,10 @@ of the same prompts, for metrics that compare distributions (KL). Larger must me
 like the clean run" for normalisation to read as 0 = corrupted, 1 = clean; KL is
 therefore reported negated.
 
-Add your own: any importable ``module:function`` with that signature, e.g.
-``metric.name=mypkg.metrics:entropy``.
+Add your own: any ``module:function`` with that signature, importable from the project
+root or installed, e.g. ``metric.name=mypkg.metrics:entropy``. The stages import that
+module, so its top-level code runs; DVC tracks the module's own source file (its hash is
+``inputs.metric`` in the resolved config), not other modules it imports.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from patchsweep.errors import ConfigError
+from patchsweep.fingerprint import ensure_project_importable
 
 Metric = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -103,6 +106,7 @@ def get_metric(name: str) -> Metric:
         return METRICS[name]
     if ":" in name:
         module_name, _, attr = name.partition(":")
+        ensure_project_importable()
         try:
             return getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:

@@ -9,7 +9,6 @@ architecture from the hub id, and every trace must pass ``remote=True``
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -25,6 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from patchsweep.components import Architecture, Dimensions, architecture_for, dimensions_of
 from patchsweep.config import ModelConfig
 from patchsweep.errors import ConfigError, ModelLoadError
+from patchsweep.fingerprint import model_revision
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         warnings.simplefilter("ignore")  # LanguageModel's deprecation notice
         lm = LanguageModel(hf, tokenizer=tokenizer)
     device = str(hf.get_input_embeddings().weight.device)
-    revision = cfg.revision or _local_revision(cfg.path) or "main"
+    revision = model_revision(cfg.path, cfg.revision)
     log.info(
         "loaded %s (%s) from %s on %s in %s", cfg.name, arch.family, cfg.path, device, cfg.dtype
     )
@@ -215,7 +215,7 @@ def _load_remote(cfg: ModelConfig, dtype: torch.dtype, language_model: type) -> 
         arch=arch,
         dims=dimensions_of(hf.config),
         name=cfg.name,
-        revision=cfg.revision or "main",
+        revision=model_revision(cfg.path, cfg.revision),
         dtype=cfg.dtype,
         device="cpu",
         remote=True,
@@ -274,15 +274,3 @@ def _hub_error(cfg: ModelConfig, exc: Exception) -> ModelLoadError:
         "with no internet (or HF_HUB_OFFLINE=1) a hub model must already be in the local "
         "cache: download it once with internet, or set model.path to a local folder",
     )
-
-
-def _local_revision(path: str) -> str | None:
-    """A content hash of a local model's weights, so retrained weights are noticed."""
-    folder = Path(path).expanduser()
-    weights = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
-    if not weights:
-        return None
-    digest = hashlib.sha256()
-    for file in weights:
-        digest.update(file.read_bytes())
-    return "sha256:" + digest.hexdigest()[:16]

@@ -14,8 +14,8 @@ import math
 import pandas as pd
 import torch
 
+from patchsweep.columns import SITE_KEYS
 from patchsweep.errors import DataError
-from patchsweep.sweeps import SITE_KEYS
 
 log = logging.getLogger(__name__)
 

@@ -7,27 +7,56 @@ Intermediate files live under ``data/cache/<model>/<dataset>/``; what a research
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from patchsweep.errors import ConfigError
+
 RUNS = ("clean", "corrupted")
+# Names that become folder or file names (models, datasets, sweeps): one plain word.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_plain_name(kind: str, name: str) -> None:
+    """Refuse a model, dataset or sweep name that could not safely be a folder name.
+
+    These names become paths (``results/<model>/<dataset>/``, ``patch/<sweep>.csv``):
+    ``../x``, ``a/b`` or an absolute path would read or write outside the project.
+    """
+    if not PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{kind} name {name!r} is not a plain name",
+            f"name the {kind} with letters, digits, '_', '-' and '.' only (no '/', no "
+            "'..'), e.g. my_dataset",
+        )
 
 
 @dataclass(frozen=True)
 class ExperimentPaths:
-    """File names of one experiment, relative to the project root."""
+    """File names of one experiment, relative to the project root.
+
+    ``outputs`` is the folder (relative to ``root``) that holds ``results/`` and
+    ``data/cache/``: the project root for DVC's stages, ``runs/`` for runs outside DVC
+    (``python -m patchsweep.run``), so that those never overwrite DVC-tracked files.
+    """
 
     model: str  # the conf/model option, e.g. "organism"
     dataset: str  # the conf/dataset option, e.g. "ioi"
     root: Path = Path(".")
+    outputs: Path = Path(".")
+
+    def __post_init__(self) -> None:
+        check_plain_name("model", self.model)
+        check_plain_name("dataset", self.dataset)
 
     @property
     def results(self) -> Path:
-        return self.root / "results" / self.model / self.dataset
+        return self.root / self.outputs / "results" / self.model / self.dataset
 
     @property
     def cache(self) -> Path:
-        return self.root / "data" / "cache" / self.model / self.dataset
+        return self.root / self.outputs / "data" / "cache" / self.model / self.dataset
 
     @property
     def config(self) -> Path:
@@ -53,10 +82,12 @@ class ExperimentPaths:
         return self.cache / "patch"
 
     def patch(self, sweep: str) -> Path:
+        check_plain_name("sweep", sweep)
         return self.patch_dir / f"{sweep}.csv"
 
     def checkpoint(self, sweep: str) -> Path:
         """Finished chunks of a running sweep; not a DVC output, deleted on success."""
+        check_plain_name("sweep", sweep)
         return self.cache / "checkpoints" / f"{sweep}.safetensors"
 
     @property

@@ -16,32 +16,26 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from patchsweep.cli import setup_logging
-from patchsweep.config import register_schemas, to_object, validate
+from patchsweep.config import check_group_choices, register_schemas
 from patchsweep.errors import PatchsweepError
-from patchsweep.io import write_text
 from patchsweep.paths import ExperimentPaths
 from patchsweep.steps import capture, normalize, patch, plot, tokenize
-from patchsweep.steps.compose import listed_sweeps
+from patchsweep.steps.compose import write_resolved
 
 log = logging.getLogger(__name__)
 CONF = str(Path.cwd() / "conf")
+OUTPUTS = Path("runs")  # outside DVC's results/ and data/cache/
 
 register_schemas()
 
 
 def run_experiment(cfg: DictConfig, model: str, dataset: str) -> ExperimentPaths:
     """Every stage of one experiment, in order, from an already composed config."""
-    exp = ExperimentPaths(model, dataset)
-    wanted = listed_sweeps(Path("params.yaml"))
-    if wanted is not None:
-        cfg.sweeps = {k: v for k, v in cfg.sweeps.items() if k in wanted}
-    if cfg.dataset.metric:
-        cfg.metric.name = cfg.dataset.metric
-    validate(to_object(cfg))
-    write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
+    exp = ExperimentPaths(model, dataset, outputs=OUTPUTS)
+    write_resolved(exp, cfg)
     tokenize.run(exp)
     capture.run(exp)
     for name in cfg.sweeps:
@@ -57,6 +51,7 @@ def main(cfg: DictConfig) -> None:
     setup_logging()
     choices = HydraConfig.get().runtime.choices
     try:
+        check_group_choices([f"{k}={choices[k]}" for k in ("model", "dataset")])
         exp = run_experiment(cfg, choices["model"], choices["dataset"])
     except PatchsweepError as exc:
         log.error("%s\n  fix: %s", exc.problem, exc.fix)

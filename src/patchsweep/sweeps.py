@@ -13,6 +13,7 @@ import logging
 import pandas as pd
 import torch
 
+from patchsweep.columns import TABLE_COLUMNS
 from patchsweep.components import HEADED, Dimensions
 from patchsweep.config import SweepConfig
 from patchsweep.errors import ConfigError
@@ -20,11 +21,6 @@ from patchsweep.patching import Sites
 from patchsweep.tokenize import END, TokenizedPairs
 
 log = logging.getLogger(__name__)
-
-# What identifies a patch site in every table, and the per-prompt table's columns.
-SITE_KEYS = ["sweep", "component", "direction", "layer", "head", "position", "position_label",
-             "window"]  # fmt: skip
-TABLE_COLUMNS = [*SITE_KEYS, "prompt", "metric"]
 
 
 def checked_indices(
@@ -91,6 +87,13 @@ def _names_by_position(pairs: TokenizedPairs, length: int) -> dict[int, str]:
 
 def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dimensions) -> Sites:
     """Every (layer, head, position) site of a sweep."""
+    if sweep.window > dims.n_layers:
+        raise ConfigError(
+            f"sweeps.{name}.window is {sweep.window}, but the model has {dims.n_layers} "
+            "layers: every window would be cut to the layers that exist, and the results "
+            "labelled with layers that do not",
+            f"use a window of 1 to {dims.n_layers}",
+        )
     layers = checked_indices(name, "layers", sweep.layers, dims.n_layers, "layers")
     heads = (
         checked_indices(name, "heads", sweep.heads, dims.heads_of(sweep.component), "heads")

@@ -8,14 +8,19 @@ ever batches prompts of one length, so padding never enters a forward pass.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from patchsweep.datasets.base import PromptPair
 from patchsweep.errors import DataError
+
+if TYPE_CHECKING:  # the stages that only read tokens must not depend on the generators
+    from patchsweep.datasets.base import PromptPair
+
+log = logging.getLogger(__name__)
 
 END = "END"
 
@@ -124,12 +129,22 @@ def score_from_label(pairs: TokenizedPairs, label: str) -> TokenizedPairs:
     return pairs
 
 
-def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPairs:
+def tokenize_pairs(
+    pairs: Sequence[PromptPair], tokenizer: Any, allow_unknown: bool = False
+) -> TokenizedPairs:
     """Tokenize and validate prompt pairs.
 
+    Args:
+        pairs: The prompt pairs, in order.
+        tokenizer: A Hugging Face tokenizer with offset mappings (a fast tokenizer).
+        allow_unknown: Accept prompt words the tokenizer maps to its unknown token (they
+            are patched as that one token) with a warning, instead of failing. Answers
+            must be known tokens either way: a metric on ``<unk>`` scores nothing.
+
     Raises:
-        DataError: no pairs; a pair whose prompts differ in token length; an answer that
-            is not exactly one known token; a label that points at no token.
+        DataError: no pairs; a prompt word outside the vocabulary (unless
+            ``allow_unknown``); a pair whose prompts differ in token length; an answer
+            that is not exactly one known token; a label that points at no token.
     """
     if not pairs:
         raise DataError("the dataset has no prompt pairs", "set dataset.n_pairs ≥ 1 or add pairs")
@@ -137,10 +152,16 @@ def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPair
     clean_rows, corrupted_rows, correct_rows, incorrect_rows = [], [], [], []
     tokens: list[list[str]] = []
     labels: dict[str, list[int]] = {}
+    unknown: list[str] = []
     for index, pair in enumerate(pairs):
         where = pair.origin or f"pair {index}"
-        clean, offsets = _encode(tokenizer, pair.clean, where, "clean")
-        corrupted, _ = _encode(tokenizer, pair.corrupted, where, "corrupted")
+        clean, offsets, unknown_clean = _encode(
+            tokenizer, pair.clean, where, "clean", allow_unknown
+        )
+        corrupted, _, unknown_corrupted = _encode(
+            tokenizer, pair.corrupted, where, "corrupted", allow_unknown
+        )
+        unknown += unknown_clean + unknown_corrupted
         if len(clean) != len(corrupted):
             raise DataError(
                 f"{where}: clean has {len(clean)} tokens but corrupted has "
@@ -157,6 +178,14 @@ def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPair
         clean_rows.append(clean)
         corrupted_rows.append(corrupted)
         tokens.append([_display(t) for t in tokenizer.convert_ids_to_tokens(clean)])
+    if unknown:
+        log.warning(
+            "%d prompt word(s) are not in the model's vocabulary, e.g. %r: they are "
+            "patched as the unknown token %r",
+            len(set(unknown)),
+            unknown[0],
+            tokenizer.unk_token,
+        )
     lengths = torch.tensor([len(r) for r in clean_rows], dtype=torch.long)
     labels[END] = (lengths - 1).tolist()
     return TokenizedPairs(
@@ -171,11 +200,41 @@ def tokenize_pairs(pairs: Sequence[PromptPair], tokenizer: Any) -> TokenizedPair
     )
 
 
-def _encode(tokenizer: Any, text: str, where: str, which: str) -> tuple[list[int], list]:
+def _encode(
+    tokenizer: Any, text: str, where: str, which: str, allow_unknown: bool
+) -> tuple[list[int], list, list[str]]:
+    """Token ids, their character offsets, and the unknown words let through."""
     if not text.strip():
         raise DataError(f"{where}: the {which} prompt is empty", "give every pair a prompt")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), list(enc["offset_mapping"])
+    ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+    unknown = _unknown_words(tokenizer, text, ids, offsets)
+    if unknown and not allow_unknown:
+        raise DataError(
+            f"{where}: the {which} prompt has word(s) not in the model's vocabulary: "
+            f"{', '.join(map(repr, unknown))} (the tokenizer turns them into "
+            f"{tokenizer.unk_token!r})",
+            "use words in the model's vocabulary, or set dataset.allow_unknown_tokens=true "
+            "to run with the unknown token in their place",
+        )
+    return ids, offsets, unknown
+
+
+def _unknown_words(tokenizer: Any, text: str, ids: list[int], offsets: list) -> list[str]:
+    """The words of ``text`` the tokenizer replaced by its unknown token, once each.
+
+    A word-level tokenizer turns every word it lacks into the one ``<unk>``, so different
+    names become the same token and patching them compares nothing; byte-level ones
+    (GPT-2) never need it. A prompt that spells the unknown token out (``<unk>``, or
+    GPT-2's ``<|endoftext|>``, which it also names its unknown token) meant it, so only
+    tokens whose text differs from the token's own count.
+    """
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    if unk_id is None:
+        return []
+    unk = getattr(tokenizer, "unk_token", None)
+    words = [text[a:b] for i, (a, b) in zip(ids, offsets, strict=True) if i == unk_id]
+    return list(dict.fromkeys(w for w in words if w != unk))
 
 
 def _answer_ids(

@@ -17,34 +17,30 @@ sweeps, ``panels_<direction>`` puts them side by side on one colour scale.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import importlib
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # before anything imports pyplot: stages run headless
 
-import pandas as pd
+from patchsweep.plotting.settings import check_style  # light: compose may call it
 
-from patchsweep.plotting.heatmaps import (
-    head_pos_figure,
-    layer_head_figure,
-    layer_pos_figure,
-    panels_figure,
-    select_panel_sweeps,
-)
-from patchsweep.plotting.lines import line_figure
-from patchsweep.plotting.report import top_components, top_sites, write_report_files
-from patchsweep.plotting.style import (
-    ExperimentInfo,
-    PlotStyle,
-    save_figure,
-    style_context,
-)
+if TYPE_CHECKING:
+    from patchsweep.plotting.figures import (
+        find_partner,
+        render_figures,
+        split_sweeps,
+        sweep_kind,
+        write_report,
+    )
+    from patchsweep.plotting.report import top_components, top_sites
+    from patchsweep.plotting.style import ExperimentInfo, PlotStyle
 
 __all__ = [
     "ExperimentInfo",
     "PlotStyle",
+    "check_style",
     "find_partner",
     "render_figures",
     "split_sweeps",
@@ -54,133 +50,24 @@ __all__ = [
     "write_report",
 ]
 
-REQUIRED_COLUMNS = (
-    "sweep", "component", "direction", "layer", "head", "position", "position_label",
-    "window", "metric", "normalized", "sem", "n_prompts",
-)  # fmt: skip
-DIRECTIONS = ("denoise", "noise")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Where each name lives. Figure code (pandas, matplotlib's figures, and torch through
+# patchsweep.io) loads on first use, so importing check_style costs matplotlib alone.
+# Stage code imports from these modules directly: DVC deps are derived from imports.
+_LAZY = {
+    "ExperimentInfo": "style",
+    "PlotStyle": "style",
+    "find_partner": "figures",
+    "render_figures": "figures",
+    "split_sweeps": "figures",
+    "sweep_kind": "figures",
+    "write_report": "figures",
+    "top_components": "report",
+    "top_sites": "report",
+}
 
 
-def render_figures(
-    table: pd.DataFrame, info: ExperimentInfo, style: PlotStyle, out_dir: Path
-) -> list[Path]:
-    """Render every sweep's figure, and the combined panels, in every format of ``style``.
-
-    Args:
-        table: The tidy results table, one row per patch site (read it with
-            ``keep_default_na=False`` so tokens such as ``"NA"`` survive as labels).
-        info: Model, dataset and metric, for titles.
-        style: Sizes, fonts, colours and output formats.
-        out_dir: Created if missing; files are ``<sweep>.<fmt>`` and
-            ``panels_<direction>.<fmt>``.
-
-    Returns:
-        The written files: sweeps in table order, each in ``style.formats`` order, then the
-        combined figures.
-
-    Raises:
-        ValueError: On a malformed table (missing columns, a sweep mixing components,
-            directions or figure types, duplicate sites, an unusable sweep name).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sweeps = split_sweeps(table)
-    paths: list[Path] = []
-    with style_context(style):
-        grids = {}
-        for name, sweep in sweeps.items():
-            kind = sweep_kind(sweep)
-            if kind == "layer_pos":
-                grids[name] = sweep
-                fig = layer_pos_figure(sweep, info, style)
-            elif kind == "layer_head":
-                fig = layer_head_figure(sweep, info, style)
-            elif kind == "head_pos":
-                fig = head_pos_figure(sweep, info, style)
-            else:
-                fig = line_figure(sweep, info, style, partner=find_partner(name, sweeps))
-            paths += save_figure(fig, out_dir, name, style.formats)
-        for direction in DIRECTIONS:
-            chosen = select_panel_sweeps(grids, direction)
-            if len(chosen) >= 2:
-                fig = panels_figure(chosen, info, style)
-                paths += save_figure(fig, out_dir, f"panels_{direction}", style.formats)
-    return paths
-
-
-def write_report(
-    table: pd.DataFrame,
-    baselines: dict,
-    figures: list[Path],
-    info: ExperimentInfo,
-    style: PlotStyle,
-    out_dir: Path,
-) -> list[Path]:
-    """Write ``report.md``, a self-contained ``report.html`` and ``top_components.json``.
-
-    Args:
-        table: The tidy results table.
-        baselines: ``clean``/``corrupted`` metric with ``_sem`` and ``_accuracy``, and
-            ``n_prompts`` (missing keys are shown as n/a).
-        figures: Paths returned by :func:`render_figures`; PNGs are embedded in the HTML,
-            other formats linked by relative path.
-        info: Model, dataset and metric.
-        style: ``top_k`` and the number format.
-        out_dir: Created if missing.
-
-    Returns:
-        The paths of ``report.md``, ``report.html`` and ``top_components.json``.
-    """
-    return write_report_files(split_sweeps(table), baselines, figures, info, style, Path(out_dir))
-
-
-def split_sweeps(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Validate the table and split it by sweep, in order of first appearance."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"results table lacks columns {missing}")
-    table = table.assign(
-        position_label=table["position_label"].fillna("").astype(str),
-        **{c: table[c].astype(int) for c in ("layer", "head", "position", "window")},
-    )
-    sweeps = {}
-    for name in pd.unique(table["sweep"]):
-        sweep = table[table["sweep"] == name].reset_index(drop=True)
-        if not _SAFE_NAME.match(str(name)) or str(name).startswith("panels_"):
-            raise ValueError(f"sweep name {name!r} cannot be a file name here")
-        for column in ("component", "direction"):
-            if sweep[column].nunique() != 1:
-                raise ValueError(f"sweep {name!r} mixes several values of {column!r}")
-        if sweep["direction"].iloc[0] not in DIRECTIONS:
-            raise ValueError(f"sweep {name!r} has direction {sweep['direction'].iloc[0]!r}")
-        sweeps[str(name)] = sweep
-    return sweeps
-
-
-def sweep_kind(sweep: pd.DataFrame) -> str:
-    """``layer_head``, ``head_pos``, ``layer_pos`` or ``line``, from the index axes used."""
-    heads, positions = sweep["head"] >= 0, sweep["position"] >= 0
-    if heads.nunique() > 1 or positions.nunique() > 1:
-        raise ValueError(
-            f"sweep {sweep['sweep'].iloc[0]!r} mixes per-head/whole-component or "
-            "per-position/all-position rows; split it into separate sweeps"
-        )
-    by_head, by_position = bool(heads.iloc[0]), bool(positions.iloc[0])
-    if by_head:
-        return "head_pos" if by_position else "layer_head"
-    return "layer_pos" if by_position else "line"
-
-
-def find_partner(name: str, sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame | None:
-    """The line sweep of the same component and windows in the other direction, if any."""
-    mine = sweeps[name]
-    for other_name, other in sweeps.items():
-        if other_name == name or sweep_kind(other) != "line":
-            continue
-        same = (other["component"].iloc[0] == mine["component"].iloc[0]) and set(
-            other["window"]
-        ) == set(mine["window"])
-        if same and other["direction"].iloc[0] != mine["direction"].iloc[0]:
-            return other
-    return None
+def __getattr__(name: str) -> Any:
+    """Load the module that defines ``name`` when it is first asked for."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)

@@ -22,11 +22,11 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
+from patchsweep.plotting.settings import format_value
 from patchsweep.plotting.style import (
     DIRECTION_HOW,
     ExperimentInfo,
     PlotStyle,
-    format_value,
     metric_line,
     sem_line,
     sweep_title,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import os
 import re
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from patchsweep.io import write_text
+from patchsweep.io import json_text, staged, write_text
 from patchsweep.plotting.style import (
     DIRECTION_VERBS,
     ExperimentInfo,
@@ -136,7 +135,7 @@ def write_report_files(
     write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
     write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
     metrics = top_components(sweeps, style.top_k)
-    write_text(json_path, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json_text(metrics, sort_keys=False))
     return [md_path, html_path, json_path]
 
 
@@ -160,6 +159,8 @@ def _number(value: object) -> float | None:
 
 
 def _fmt(value: object, spec: str) -> str:
+    if value is None:  # JSON's stand-in for NaN (an s.e.m. over one prompt)
+        return "n/a"
     number = float(value)  # type: ignore[arg-type]
     return format(number, spec) if math.isfinite(number) else "n/a"
 
@@ -291,7 +292,8 @@ def _html_figures(name: str, figures: list[Path], out_dir: Path) -> list[str]:
     out = []
     for figure in figures:
         if figure.suffix == ".png":
-            data = base64.b64encode(figure.read_bytes()).decode("ascii")
+            # staged: inside publish_together the new PNG is still a temporary
+            data = base64.b64encode(staged(figure).read_bytes()).decode("ascii")
             out.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
     links = [
         f'<a href="{html.escape(_relative(f, out_dir))}">{f.suffix[1:].upper()}</a>'

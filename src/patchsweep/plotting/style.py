@@ -21,8 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from patchsweep.io import write_bytes
-
-FORMATS = ("png", "pdf", "svg")
+from patchsweep.plotting.settings import FORMATS
 
 # Constant metadata: the default ones carry the matplotlib version and the current time.
 _SOFTWARE = "patchsweep"
@@ -203,14 +202,6 @@ def wrap_title(lines: list[str], width_in: float, font_size: float) -> str:
         clauses = [line] if len(line) <= chars else line.split("; ")
         out += [textwrap.fill(clause, chars) for clause in clauses]
     return "\n".join(out)
-
-
-def format_value(value: float, spec: str) -> str:
-    """``format`` with a true minus sign and without the puzzling ``-0.00``."""
-    text = format(value, spec)
-    if text.startswith("-") and float(text) == 0:
-        text = text[1:]
-    return text.replace("-", "\u2212")
 
 
 def _join_words(words: list[str]) -> str:

@@ -9,6 +9,7 @@ import torch
 from patchsweep.capture import capture_pairs, plan_capture, return_freed_memory_to_os
 from patchsweep.config import Config, load_config
 from patchsweep.errors import DataError
+from patchsweep.io import publish_together
 from patchsweep.models import LoadedModel, load_model
 from patchsweep.noise import embedding_noise
 from patchsweep.paths import RUNS, ExperimentPaths
@@ -23,6 +24,8 @@ def run(exp: ExperimentPaths) -> None:
 
     Each run streams to its file one chunk of prompts at a time (chunks sized to
     ``capture.memory_budget_mb``), so memory does not grow with the number of prompts.
+    The three files are published together, or none of them; temporaries that a killed
+    run left in ``activations/`` or beside ``final_logits.safetensors`` are removed.
     """
     cfg = load_config(exp.config)
     return_freed_memory_to_os()  # else freed chunks stay in the heap and memory creeps up
@@ -49,9 +52,11 @@ def run(exp: ExperimentPaths) -> None:
     meta = {**model.identity(), "tokens_hash": token_hash, "seed": cfg.seed}
     activations = {run: exp.activations(run) for run in RUNS}
     noise = _noise(cfg, pairs, model)
-    capture_pairs(
-        model, pairs, plan, activations, exp.final_logits, meta, noise, cfg.engine.progress
-    )
+    folder = exp.activations(RUNS[0]).parent  # a DVC output as a whole
+    with publish_together(folder, exp.final_logits):
+        capture_pairs(
+            model, pairs, plan, activations, exp.final_logits, meta, noise, cfg.engine.progress
+        )
 
 
 def _noise(cfg: Config, pairs: TokenizedPairs, model: LoadedModel) -> torch.Tensor | None:

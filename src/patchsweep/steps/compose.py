@@ -2,21 +2,37 @@
 
 Later stages read only this file, and DVC watches its leaf keys, so each stage reruns
 exactly when a key it reads changes — and plain ``dvc repro`` sees every edit under conf/.
+
+The file also records, under ``inputs:``, content hashes of what lives outside conf/
+(the prompt file, a local model folder, a custom metric module; see
+:mod:`patchsweep.fingerprint`). DVC runs compose on every ``dvc repro``
+(``always_changed``) so those hashes are always current; an unchanged file gives the
+same bytes, and nothing downstream reruns.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from patchsweep.config import compose_config
+from patchsweep.config import (
+    BUILTIN_METRICS,
+    check_known_keys,
+    check_no_environment,
+    compose_config,
+    to_object,
+    validate,
+)
 from patchsweep.errors import ConfigError
+from patchsweep.fingerprint import file_digest, model_revision, module_source
 from patchsweep.io import write_text
 from patchsweep.paths import ExperimentPaths
+from patchsweep.plotting.settings import check_style
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +46,90 @@ def listed_sweeps(params_file: Path) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
+def listed_experiments(params_file: Path) -> set[tuple[str, str]] | None:
+    """The (model, dataset) pairs ``params.yaml`` asks DVC to run, or None without one."""
+    if not params_file.is_file():
+        return None
+    params = yaml.safe_load(params_file.read_text()) or {}
+    models, datasets = params.get("model") or {}, params.get("dataset") or {}
+    return {(str(m), str(d)) for m in models for d in datasets}
+
+
+def check_workspace_experiment(root: Path) -> None:
+    """Refuse a workspace ``dvc exp run`` that would delete other experiments' results.
+
+    Run in the workspace with a subset of models or datasets (``-S dataset=x``), DVC
+    applies the experiment by checking out only the outputs of the stages it ran: the
+    figures, tables and reports of every other experiment vanish from the workspace.
+    Queued experiments run in a copy of the repository and are safe.
+    """
+    if not os.environ.get("DVC_EXP_BASELINE_REV"):
+        return
+    dvc_root = os.environ.get("DVC_ROOT")
+    if dvc_root is None or Path(dvc_root).resolve() != root.resolve():
+        return  # a queued experiment, in its own temporary copy
+    listed = listed_experiments(root / "params.yaml") or set()
+    present = {
+        (config.parent.parent.name, config.parent.name)
+        for config in (root / "results").glob("*/*/config.yaml")
+    }
+    dropped = sorted(present - listed)
+    if dropped:
+        names = ", ".join(f"{m}/{d}" for m, d in dropped)
+        raise ConfigError(
+            f"this workspace `dvc exp run` leaves out {names}: DVC would delete their "
+            "results from the workspace when it applies the experiment",
+            "queue it instead, which runs in a copy and leaves the workspace alone "
+            "(`dvc exp run --queue -S ... && dvc queue start`, then `dvc exp apply`), or "
+            "run `python -m patchsweep.run dataset=...` (writes under runs/); first "
+            "`git checkout params.yaml`, which this run rewrote. To drop an experiment "
+            "for good, `git rm -r` its results/<model>/<dataset>/ folder first",
+        )
+
+
+def input_hashes(cfg: DictConfig) -> dict[str, str | None]:
+    """Content hashes of the experiment's inputs outside conf/ (see ``InputsConfig``)."""
+    prompts = None
+    if cfg.dataset.generator == "file" and "path" in cfg.dataset.options:
+        path = Path(str(cfg.dataset.options.path))
+        prompts = file_digest(path) if path.is_file() else None  # tokenize says it's missing
+    metric = None
+    name = str(cfg.metric.name)
+    if name not in BUILTIN_METRICS:
+        module_name = name.partition(":")[0]
+        source = module_source(module_name) if ":" in name else None
+        if source is None:
+            raise ConfigError(
+                f"metric.name {name!r} is neither a built-in metric nor an importable "
+                "module:function",
+                f"use one of: {', '.join(BUILTIN_METRICS)}, or module:function of a module "
+                "importable from the project root (e.g. metrics/mine.py → metrics.mine:fn)",
+            )
+        metric = file_digest(source)
+    return {
+        "prompts": prompts,
+        "model": model_revision(str(cfg.model.path), cfg.model.revision),
+        "metric": metric,
+    }
+
+
 def run(exp: ExperimentPaths, overrides: Sequence[str] = ()) -> Path:
     """Compose the experiment's config, keep the sweeps params.yaml lists, write it."""
+    check_workspace_experiment(exp.root)
     cfg = compose_config(
         [f"model={exp.model}", f"dataset={exp.dataset}", *overrides], exp.root / "conf"
     )
+    return write_resolved(exp, cfg)
+
+
+def write_resolved(exp: ExperimentPaths, cfg: DictConfig) -> Path:
+    """Finish a composed config for one experiment and write ``config.yaml``.
+
+    Keeps only the sweeps ``params.yaml`` lists, applies the dataset's own metric, and
+    records the input hashes. Shared by the compose stage and ``patchsweep.run``.
+    """
+    check_known_keys(cfg)
+    check_no_environment(cfg)
     wanted = listed_sweeps(exp.root / "params.yaml")
     if wanted is not None:
         unknown = [n for n in wanted if n not in cfg.sweeps]
@@ -51,6 +146,11 @@ def run(exp: ExperimentPaths, overrides: Sequence[str] = ()) -> Path:
                     del cfg.sweeps[name]
     if cfg.dataset.metric:  # a task scored by its own metric (Greater-Than: prob_diff)
         cfg.metric.name = cfg.dataset.metric
+    typed = to_object(cfg)
+    validate(typed)
+    check_style(typed.plot)  # a bad plot setting fails now, not after hours of sweeps
+    for key, value in input_hashes(cfg).items():
+        cfg.inputs[key] = value
     write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
     log.info("wrote %s (sweeps: %s)", exp.config, ", ".join(cfg.sweeps))
     return exp.config

@@ -7,7 +7,15 @@ import logging
 import pandas as pd
 
 from patchsweep.config import load_config
-from patchsweep.io import check_meta, read_csv, read_meta, read_tensors, write_csv, write_json
+from patchsweep.io import (
+    check_meta,
+    publish_together,
+    read_csv,
+    read_meta,
+    read_tensors,
+    write_csv,
+    write_json,
+)
 from patchsweep.metrics import get_metric, top1_correct
 from patchsweep.normalize import aggregate, baseline_stats, normalize
 from patchsweep.paths import ExperimentPaths
@@ -42,13 +50,14 @@ def run(exp: ExperimentPaths) -> None:
     raw = pd.concat([read_csv(exp.patch(name)) for name in cfg.sweeps], ignore_index=True)
     per_prompt = normalize(raw, stats["clean"], stats["corrupted"])
     table = aggregate(per_prompt)
-    write_csv(exp.table, table)
-    write_csv(exp.per_prompt, per_prompt)
-    exp.lines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no 1-D sweep
-    one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
-    for sweep, rows in one_dimensional.groupby("sweep", sort=False):
-        write_csv(exp.lines / f"{sweep}.csv", rows[["layer", "normalized", "sem", "metric"]])
-    write_json(exp.baselines, baselines)
+    with publish_together(exp.table, exp.per_prompt, exp.lines, exp.baselines):
+        write_csv(exp.table, table)
+        write_csv(exp.per_prompt, per_prompt)
+        exp.lines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no 1-D sweep
+        one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
+        for sweep, rows in one_dimensional.groupby("sweep", sort=False):
+            write_csv(exp.lines / f"{sweep}.csv", rows[["layer", "normalized", "sem", "metric"]])
+        write_json(exp.baselines, baselines)
     log.info(
         "clean %s %.3f ± %.3f, corrupted %.3f ± %.3f over %d prompts; wrote %s",
         cfg.metric.name,

@@ -6,7 +6,7 @@ import logging
 from dataclasses import asdict
 
 from patchsweep.config import PlotConfig, load_config
-from patchsweep.io import read_csv, read_json
+from patchsweep.io import publish_together, read_csv, read_json
 from patchsweep.paths import ExperimentPaths
 
 log = logging.getLogger(__name__)
@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 def plot_style(cfg: PlotConfig):
     """The plotting package's style object from the config group."""
-    from patchsweep.plotting import PlotStyle
+    from patchsweep.plotting.style import PlotStyle
 
     fields = asdict(cfg)
     fields["annotate"] = {"true": True, "false": False}.get(str(fields["annotate"]).lower(), "auto")
@@ -22,16 +22,28 @@ def plot_style(cfg: PlotConfig):
 
 
 def run(exp: ExperimentPaths) -> None:
-    """Render every figure into ``figures/`` and write report.md, report.html."""
-    from patchsweep.plotting import ExperimentInfo, render_figures, write_report
+    """Render every figure into ``figures/`` and write report.md, report.html.
+
+    The plot settings are checked before anything is drawn, and every file is published
+    together at the end: a bad setting or a full disk leaves the previous figures and
+    report as they were, not half of a new set.
+    """
+    # From the defining modules, not the package's lazy names: DVC deps follow imports.
+    from patchsweep.plotting.figures import render_figures, write_report
+    from patchsweep.plotting.report import REPORT_HTML, REPORT_MD, TOP_COMPONENTS
+    from patchsweep.plotting.settings import check_style
+    from patchsweep.plotting.style import ExperimentInfo
 
     cfg = load_config(exp.config)
+    check_style(cfg.plot)
     table = read_csv(exp.table)
     baselines = read_json(exp.baselines)
     info = ExperimentInfo(model=cfg.model.name, dataset=cfg.dataset.name, metric=cfg.metric.name)
     style = plot_style(cfg.plot)
-    figures = render_figures(table, info, style, exp.figures)
-    written = write_report(table, baselines, figures, info, style, exp.results)
+    reports = [exp.results / name for name in (REPORT_MD, REPORT_HTML, TOP_COMPONENTS)]
+    with publish_together(exp.figures, *reports):
+        figures = render_figures(table, info, style, exp.figures)
+        written = write_report(table, baselines, figures, info, style, exp.results)
     log.info(
         "wrote %d figures to %s and %s",
         len(figures),

@@ -61,7 +61,9 @@ def run(exp: ExperimentPaths) -> None:
         )
     if cfg.dataset.noise.scale > 0:
         pairs = with_noise_samples(pairs, cfg.dataset.noise.samples)
-    tokenized = tokenize_pairs(pairs, load_tokenizer(cfg.model))
+    tokenized = tokenize_pairs(
+        pairs, load_tokenizer(cfg.model), allow_unknown=cfg.dataset.allow_unknown_tokens
+    )
     if cfg.dataset.score_from is not None:
         tokenized = score_from_label(tokenized, cfg.dataset.score_from)
     scoring = [t for t in (tokenized.score_positions, tokenized.score_targets) if t is not None]
