@@ -277,13 +277,29 @@ BAD_PLOT_SETTINGS = [
 
 
 class TestPlotSettings:
-    """A bad plot setting stops the plot stage before it draws or writes anything."""
+    """A bad plot setting stops compose (before hours of sweeps), and the plot stage
+    refuses one in a hand-edited config before it draws or writes anything."""
+
+    @pytest.mark.parametrize(("override", "problem", "fix"), BAD_PLOT_SETTINGS)
+    def test_compose_refuses(self, done, capsys, override, problem, fix):
+        from patchsweep.steps import compose
+
+        before = EXP.config.read_bytes()
+        err = run_and_fail(compose.run, capsys, EXP, [override])
+        assert problem in err
+        assert fix in err.split("fix:", 1)[1]
+        assert EXP.config.read_bytes() == before
+        assert temporaries(EXP.results) == []
 
     @pytest.mark.parametrize(("override", "problem", "fix"), BAD_PLOT_SETTINGS)
     def test_fails_before_writing(self, done, capsys, override, problem, fix):
+        from omegaconf import OmegaConf
+
         from patchsweep.steps import compose, plot
 
-        compose.run(EXP, [override])
+        compose.run(EXP)
+        edited = OmegaConf.merge(OmegaConf.load(EXP.config), OmegaConf.from_dotlist([override]))
+        EXP.config.write_text(OmegaConf.to_yaml(edited))
         err = run_and_fail(plot.run, capsys, EXP)
         assert problem in err
         assert fix in err.split("fix:", 1)[1]

@@ -57,3 +57,11 @@ def test_unknown_metric_names_the_choices():
 def test_top1_correct_counts_any_answer_of_the_set():
     assert top1_correct(LOGITS, CORRECT).tolist() == [True, True]
     assert top1_correct(LOGITS, INCORRECT).tolist() == [False, False]
+
+
+def test_config_knows_every_built_in_metric():
+    """compose checks metric names without importing torch: its list must be complete."""
+    from patchsweep.config import BUILTIN_METRICS
+    from patchsweep.metrics import METRICS
+
+    assert sorted(BUILTIN_METRICS) == sorted(METRICS)

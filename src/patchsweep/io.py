@@ -25,14 +25,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-import pandas as pd
-import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from patchsweep.errors import DataError, OutputError, StaleInputError
+
+if TYPE_CHECKING:  # torch, pandas and safetensors load on first use: compose, which
+    import pandas as pd  # runs on every `dvc repro`, writes text only
+    import torch
 
 try:  # POSIX: a writer's lock on its temporary tells cleaners it is still alive
     import fcntl
@@ -348,6 +347,8 @@ def write_csv(path: Path, table: pd.DataFrame) -> None:
 
 def read_csv(path: Path) -> pd.DataFrame:
     """Read a CSV table, naming the file when it is missing."""
+    import pandas as pd
+
     if not path.is_file():
         raise DataError(f"{path} does not exist", "run `dvc repro` to rebuild it")
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
@@ -355,6 +356,8 @@ def read_csv(path: Path) -> pd.DataFrame:
 
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     """Save tensors as safetensors with JSON-encoded string metadata, atomically."""
+    from safetensors.torch import save
+
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     # Serialised in memory, then written: save_file reports a full disk as a
     # SafetensorError without its errno, and the fix depends on it.
@@ -390,6 +393,8 @@ class StreamedTensors:
         self._handle = handle
         self._specs = dict(specs)
         self._offsets = offsets
+        import torch
+
         self._written = {
             name: torch.zeros(spec.shape[0], dtype=torch.bool) for name, spec in specs.items()
         }
@@ -414,6 +419,8 @@ class StreamedTensors:
                 f"{name}: got {values.dtype} {tuple(values.shape)} for {len(rows)} rows of "
                 f"{spec.dtype} {spec.shape} from {start}"
             )
+        import torch
+
         data = values.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
         data = data.reshape(len(rows), -1)
         row_bytes = spec.nbytes // spec.shape[0]
@@ -499,6 +506,9 @@ def _storage_order(specs: Mapping[str, TensorSpec]) -> list[tuple[str, str]]:
     that streamed files follow its rule (by dtype, then name) in whatever version is
     installed.
     """
+    import torch
+    from safetensors.torch import save
+
     probe = save({name: torch.zeros(1, dtype=spec.dtype) for name, spec in specs.items()})
     length = int.from_bytes(probe[:8], "little")
     header = json.loads(probe[8 : 8 + length])
@@ -510,6 +520,8 @@ def _storage_order(specs: Mapping[str, TensorSpec]) -> list[tuple[str, str]]:
 @contextlib.contextmanager
 def open_tensors(path: Path) -> Iterator[Any]:
     """Open a safetensors file; a missing, truncated or corrupt file gets a clear error."""
+    from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(path), framework="pt") as handle:
             yield handle

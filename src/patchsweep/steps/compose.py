@@ -13,7 +13,6 @@ same bytes, and nothing downstream reruns.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,47 +45,6 @@ def listed_sweeps(params_file: Path) -> list[str] | None:
     return [str(n) for n in names] if names is not None else None
 
 
-def listed_experiments(params_file: Path) -> set[tuple[str, str]] | None:
-    """The (model, dataset) pairs ``params.yaml`` asks DVC to run, or None without one."""
-    if not params_file.is_file():
-        return None
-    params = yaml.safe_load(params_file.read_text()) or {}
-    models, datasets = params.get("model") or {}, params.get("dataset") or {}
-    return {(str(m), str(d)) for m in models for d in datasets}
-
-
-def check_workspace_experiment(root: Path) -> None:
-    """Refuse a workspace ``dvc exp run`` that would delete other experiments' results.
-
-    Run in the workspace with a subset of models or datasets (``-S dataset=x``), DVC
-    applies the experiment by checking out only the outputs of the stages it ran: the
-    figures, tables and reports of every other experiment vanish from the workspace.
-    Queued experiments run in a copy of the repository and are safe.
-    """
-    if not os.environ.get("DVC_EXP_BASELINE_REV"):
-        return
-    dvc_root = os.environ.get("DVC_ROOT")
-    if dvc_root is None or Path(dvc_root).resolve() != root.resolve():
-        return  # a queued experiment, in its own temporary copy
-    listed = listed_experiments(root / "params.yaml") or set()
-    present = {
-        (config.parent.parent.name, config.parent.name)
-        for config in (root / "results").glob("*/*/config.yaml")
-    }
-    dropped = sorted(present - listed)
-    if dropped:
-        names = ", ".join(f"{m}/{d}" for m, d in dropped)
-        raise ConfigError(
-            f"this workspace `dvc exp run` leaves out {names}: DVC would delete their "
-            "results from the workspace when it applies the experiment",
-            "queue it instead, which runs in a copy and leaves the workspace alone "
-            "(`dvc exp run --queue -S ... && dvc queue start`, then `dvc exp apply`), or "
-            "run `python -m patchsweep.run dataset=...` (writes under runs/); first "
-            "`git checkout params.yaml`, which this run rewrote. To drop an experiment "
-            "for good, `git rm -r` its results/<model>/<dataset>/ folder first",
-        )
-
-
 def input_hashes(cfg: DictConfig) -> dict[str, str | None]:
     """Content hashes of the experiment's inputs outside conf/ (see ``InputsConfig``)."""
     prompts = None
@@ -115,7 +73,6 @@ def input_hashes(cfg: DictConfig) -> dict[str, str | None]:
 
 def run(exp: ExperimentPaths, overrides: Sequence[str] = ()) -> Path:
     """Compose the experiment's config, keep the sweeps params.yaml lists, write it."""
-    check_workspace_experiment(exp.root)
     cfg = compose_config(
         [f"model={exp.model}", f"dataset={exp.dataset}", *overrides], exp.root / "conf"
     )
