@@ -117,6 +117,7 @@ def test_workspace_experiment_on_a_subset_is_refused_and_changes_nothing(pipelin
     assert repro(pipeline) == set()
 
 
+@pytest.mark.slow
 def test_run_outside_dvc_leaves_dvc_outputs_alone(pipeline):
     import sys
 

@@ -101,6 +101,7 @@ def test_prompt_file_edit_reruns_its_chain_and_changes_results(repo):
     assert '"n_prompts": 2' in (repo / "results" / "tiny" / "tiny" / "baselines.json").read_text()
 
 
+@pytest.mark.slow
 def test_bad_prompt_file_fails_every_repro_until_fixed(repo):
     csv = repo / "prompts" / "tiny.csv"
     good = csv.read_text()
@@ -138,7 +139,7 @@ def replace_weights(folder: Path, fmt: str) -> None:
         torch.save(model.state_dict(), folder / "pytorch_model.bin")
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+@pytest.mark.parametrize("fmt", ["safetensors", pytest.param("bin", marks=pytest.mark.slow)])
 def test_new_weights_outside_data_models_rerun_capture(repo, fmt):
     before = results(repo)
     replace_weights(repo / "models" / "tiny", fmt)
