@@ -35,9 +35,9 @@ params: $(STAMP)
 	c('params.yaml', '$(CURDIR)/conf/experiments', None, 'params', '$(CURDIR)', [])"
 
 lint: $(STAMP)
-	$(BIN)/ruff check src stages tests benchmarks
-	$(BIN)/ruff format --check src stages tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src stages tests benchmarks
-	$(BIN)/ruff format src stages tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks

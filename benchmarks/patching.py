@@ -67,7 +67,7 @@ from patchsweep.datasets.base import PromptPair
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
 from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.steps.patch import STORAGE
+from patchsweep.stages.patch import STORAGE
 from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 

@@ -110,7 +110,7 @@ EXP = ExperimentPaths("tiny", "tiny")  # the experiment every stage test runs
 
 def run_through_patch(sweeps=("resid_layer", "resid_layer_pos", "head")) -> None:
     """compose → tokenize → capture → the given patch stages, in-process."""
-    from patchsweep.steps import capture, compose, patch, tokenize
+    from patchsweep.stages import capture, compose, patch, tokenize
 
     compose.run(EXP)
     tokenize.run(EXP)
@@ -135,15 +135,14 @@ def make_dvc_repo(
     root: Path, model_dir: Path, sweeps: list[str], stages: list[str] | None = None
 ) -> Path:
     """A git + DVC repo at ``root`` (created): the project's dvc.yaml (only ``stages``, if
-    given), stages/, src/ and DVC Hydra settings around a copy of the tiny model, with
+    given), src/ and DVC Hydra settings around a copy of the tiny model, with
     datasets ``tiny`` and ``other``; everything committed."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, root / "data" / "models" / "tiny")
     make_project(root, Path("data/models/tiny"))
     write_dataset(root, [TINY_PAIRS[1]], name="other")
     write_params(root, ["tiny"], ["tiny", "other"], sweeps)
-    for name in ("stages", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
     del dvc_yaml["stages"]["train_organism"]  # the tiny model is not trained here
     if stages is not None:

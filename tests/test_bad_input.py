@@ -12,7 +12,7 @@ import yaml
 from project import EXP, TINY_PAIRS, files_under, run_and_fail, run_through_patch, write_dataset
 from safetensors.torch import load_file, save_file
 
-from patchsweep.steps import compose, normalize, patch, tokenize
+from patchsweep.stages import compose, normalize, patch, tokenize
 
 
 def set_sweep(project, name: str, spec: str) -> None:
@@ -206,7 +206,7 @@ def test_prompt_longer_than_the_context(project, capsys):
     write_dataset(project, [dict(TINY_PAIRS[0], clean=long, corrupted=long, labels={})])
     compose.run(EXP)
     tokenize.run(EXP)
-    from patchsweep.steps import capture
+    from patchsweep.stages import capture
 
     err = run_and_fail(capture.run, capsys, EXP)
     assert "more than the model's 64 positions" in err
@@ -288,8 +288,7 @@ def test_no_pickle_on_the_data_path():
     root = pathlib.Path(__file__).resolve().parents[1]
     offenders = [
         f"{path}:{n}"
-        for folder in ("src", "stages")
-        for path in (root / folder).rglob("*.py")
+        for path in (root / "src").rglob("*.py")
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if re.search(r"torch\.load|pickle", line)
     ]
@@ -331,7 +330,7 @@ def test_prompt_file_is_read_with_labels_and_answer_sets(project):
     file_dataset(project, "prompts.csv", HEADER + GOOD_ROW.replace(", John,", ", John| a,"))
     compose.run(EXP)
     tokenize.run(EXP)
-    from patchsweep.steps.inputs import load_tokenized
+    from patchsweep.stored import load_tokenized
 
     pairs, _ = load_tokenized(EXP)
     assert pairs.correct_ids.shape == (1, 2)
@@ -492,7 +491,7 @@ def test_prompt_file_with_a_byte_order_mark(project, name):
     file_dataset(project, name, b"\xef\xbb\xbf" + text.encode())
     compose.run(EXP)
     tokenize.run(EXP)
-    from patchsweep.steps.inputs import load_tokenized
+    from patchsweep.stored import load_tokenized
 
     pairs, _ = load_tokenized(EXP)
     assert pairs.label_positions["S2"].tolist() == [9]

@@ -123,9 +123,9 @@ class TestStage:
     """The capture stage writes what the in-memory path wrote before it streamed."""
 
     def test_files_equal_the_in_memory_capture(self, project, tiny_gpt2):
-        from patchsweep.steps import capture as stage
-        from patchsweep.steps import compose, tokenize
-        from patchsweep.steps.inputs import load_tokenized
+        from patchsweep.stages import capture as stage
+        from patchsweep.stages import compose, tokenize
+        from patchsweep.stored import load_tokenized
 
         compose.run(EXP, ["capture.max_rows=1"])  # one prompt per chunk: two chunks a run
         tokenize.run(EXP)
@@ -143,7 +143,7 @@ class TestStage:
         assert EXP.final_logits.read_bytes() == (project / "logits.safetensors").read_bytes()
 
     def test_a_budget_below_one_prompt_stops_before_writing(self, project, capsys):
-        from patchsweep.steps import capture, compose, tokenize
+        from patchsweep.stages import capture, compose, tokenize
 
         compose.run(EXP, ["capture.memory_budget_mb=0.001"])
         tokenize.run(EXP)

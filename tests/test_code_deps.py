@@ -2,9 +2,9 @@
 
 A stage's code deps are derived here from what it actually imports: the transitive
 closure of ``patchsweep`` imports (read from the source, so imports inside functions
-count too) of the script ``dvc.yaml`` runs. An edit to any module in the closure must
-rerun the stage (else its results go stale); an edit to a module outside it must not
-(else every docstring fix reruns every sweep). Package folders stand for all their
+count too) of the module ``dvc.yaml`` runs (``python -m patchsweep.stages.<name>``).
+An edit to any module in the closure must rerun the stage (else its results go stale);
+an edit to a module outside it must not (else every docstring fix reruns every sweep). Package folders stand for all their
 modules, so a folder dep is right only when the stage imports every module in it.
 """
 
@@ -78,15 +78,21 @@ def import_closure(script: Path) -> set[Path]:
     return seen
 
 
-def stage_scripts() -> dict[str, tuple[Path, list[Path]]]:
-    """Each dvc.yaml stage: the script its command runs, and its deps."""
+def stage_modules() -> dict[str, tuple[Path, set[Path], list[Path]]]:
+    """Each dvc.yaml stage: the module its command runs, what running it imports, and
+    its deps. ``python -m a.b.c`` imports the packages ``a`` and ``a.b`` first."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     found = {}
     for name, stage in stages.items():
-        script = re.search(r"python (stages/\S+\.py)", stage["cmd"])
-        assert script, f"stage {name}: cannot tell which script `{stage['cmd']}` runs"
+        module = re.search(r"python -m (patchsweep\.stages\.\w+)", stage["cmd"])
+        assert module, f"stage {name}: `{stage['cmd']}` does not run a patchsweep.stages module"
+        parts = module.group(1).split(".")
+        script = module_file(module.group(1))
+        assert script is not None, f"stage {name}: no module {module.group(1)}"
+        packages = {module_file(".".join(parts[:i])) for i in range(1, len(parts))}
+        closure = {script, *packages} | set().union(*map(import_closure, [script, *packages]))
         deps = [REPO / next(iter(d)) if isinstance(d, dict) else REPO / d for d in stage["deps"]]
-        found[name] = (REPO / script.group(1), deps)
+        found[name] = (script, closure, deps)
     return found
 
 
@@ -109,21 +115,20 @@ def needless(closure: set[Path], deps: list[Path]) -> list[str]:
     return sorted(wasted)
 
 
-STAGES = stage_scripts()
+STAGES = stage_modules()
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_depends_on_every_module_it_imports(stage):
-    script, deps = STAGES[stage]
-    assert script in deps, f"{stage}: its own script {script.name} is not a dep"
-    missing = uncovered(import_closure(script), deps)
+    script, closure, deps = STAGES[stage]
+    missing = uncovered(closure, deps)
     assert missing == [], f"dvc.yaml stage {stage} imports but does not depend on {missing}"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_depends_on_no_module_it_does_not_import(stage):
-    script, deps = STAGES[stage]
-    extra = needless(import_closure(script), deps)
+    script, closure, deps = STAGES[stage]
+    extra = needless(closure, deps)
     assert extra == [], f"dvc.yaml stage {stage} depends on {extra} but never imports them"
 
 

@@ -13,7 +13,7 @@ import yaml
 from project import REPO
 
 from patchsweep.paths import ExperimentPaths
-from patchsweep.steps import capture, compose, normalize, patch, plot, tokenize
+from patchsweep.stages import capture, compose, normalize, patch, plot, tokenize
 
 ORGANISM = REPO / "data" / "models" / "ioi-gpt2"
 DATASETS = sorted(p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml"))

@@ -7,7 +7,7 @@ import shutil
 
 from project import EXP, files_under, run_through_patch
 
-from patchsweep.steps import normalize, plot
+from patchsweep.stages import normalize, plot
 
 SWEEPS = ("resid_layer", "resid_layer_pos", "head")
 

@@ -38,7 +38,7 @@ def capture_outputs() -> list[Path]:
 @pytest.fixture(scope="module")
 def normalized(tmp_path_factory, tiny_gpt2_dir) -> Path:
     """A project run once through normalize; tests work on copies of it."""
-    from patchsweep.steps import normalize
+    from patchsweep.stages import normalize
 
     root = tmp_path_factory.mktemp("normalized")
     make_project(root, tiny_gpt2_dir)
@@ -104,7 +104,7 @@ class TestOrphanedTemporaries:
         assert target.read_text() == "again\n"
 
     def test_capture_removes_what_a_killed_capture_left(self, done):
-        from patchsweep.steps import capture
+        from patchsweep.stages import capture
 
         stale = [
             EXP.cache / ".final_logits.safetensors.k9k9k9.tmp",
@@ -117,7 +117,7 @@ class TestOrphanedTemporaries:
         assert temporaries(EXP.cache) == []
 
     def test_plot_removes_what_a_killed_plot_left(self, done):
-        from patchsweep.steps import plot
+        from patchsweep.stages import plot
 
         EXP.figures.mkdir(parents=True, exist_ok=True)
         stale = [EXP.figures / ".gone_sweep.png.k9k9k9.tmp", EXP.results / ".report.md.k9.tmp"]
@@ -196,7 +196,7 @@ class TestFullDisk:
 
     @pytest.mark.parametrize("previous", [True, False], ids=["over-old-files", "first-run"])
     def test_mid_capture_publishes_none_of_the_three(self, done, capsys, monkeypatch, previous):
-        from patchsweep.steps import capture
+        from patchsweep.stages import capture
 
         old = {}
         for path in capture_outputs():
@@ -222,7 +222,7 @@ class TestFullDisk:
             assert (path.read_bytes() if path.exists() else None) == old.get(path), path
 
     def test_mid_plot_publishes_no_figure_and_no_report(self, done, capsys, monkeypatch):
-        from patchsweep.steps import plot
+        from patchsweep.stages import plot
 
         monkeypatch.setattr(Path, "write_bytes", full_disk_on_third_write(Path.write_bytes))
         err = run_and_fail(plot.run, capsys, EXP)
@@ -282,7 +282,7 @@ class TestPlotSettings:
 
     @pytest.mark.parametrize(("override", "problem", "fix"), BAD_PLOT_SETTINGS)
     def test_compose_refuses(self, done, capsys, override, problem, fix):
-        from patchsweep.steps import compose
+        from patchsweep.stages import compose
 
         before = EXP.config.read_bytes()
         err = run_and_fail(compose.run, capsys, EXP, [override])
@@ -295,7 +295,7 @@ class TestPlotSettings:
     def test_fails_before_writing(self, done, capsys, override, problem, fix):
         from omegaconf import OmegaConf
 
-        from patchsweep.steps import compose, plot
+        from patchsweep.stages import compose, plot
 
         compose.run(EXP)
         edited = OmegaConf.merge(OmegaConf.load(EXP.config), OmegaConf.from_dotlist([override]))

@@ -37,8 +37,7 @@ def scratch_pipeline(root: Path, model_dir: Path) -> Path:
     engine.write_text(
         "memory_budget_mb: 1024\nmax_batch: 8\nprogress: true\ncheckpoint_every_s: 0\n"
     )
-    for name in ("stages", "src"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
     del dvc_yaml["stages"]["train_organism"]
     del dvc_yaml["stages"]["plot"]  # figures are not what is checked here

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 from project import EXP, TINY_PAIRS, run_through_patch
 
-from patchsweep.steps import normalize
+from patchsweep.stages import normalize
 
 
 def test_pipeline_writes_tidy_results_and_baselines(project):

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from patchsweep.errors import PatchsweepError
+from patchsweep.errors import ConfigError, PatchsweepError
 
 EXIT_USER_ERROR = 2
 
@@ -34,3 +34,15 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
     except PatchsweepError as exc:
         print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def stage_args(
+    argv: list[str], stage: str, usage: str, count: int, more: bool = False
+) -> list[str]:
+    """The stage's positional arguments, refused with its usage line when miscounted."""
+    if len(argv) < count or (len(argv) > count and not more):
+        raise ConfigError(
+            f"stage {stage} takes {usage}, got {len(argv)} argument(s): {argv}",
+            f"run `python -m patchsweep.stages.{stage} {usage}` (dvc.yaml does)",
+        )
+    return argv

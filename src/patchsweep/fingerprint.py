@@ -118,8 +118,9 @@ def module_source(module_name: str) -> Path | None:
 def ensure_project_importable() -> None:
     """Put the working directory (the project root) first on ``sys.path``.
 
-    Stages run as ``python stages/<name>.py``, which puts ``stages/`` there instead;
-    user modules (a custom metric) are written relative to the project root.
+    Stages run as ``python -m patchsweep.stages.<name>``, which puts the working
+    directory there already; a command run from elsewhere (``patchsweep sweep``, a
+    notebook) does not. User modules (a custom metric) are written relative to it.
     """
     root = os.getcwd()
     if root not in sys.path:

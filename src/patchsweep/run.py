@@ -22,8 +22,8 @@ from patchsweep.cli import setup_logging
 from patchsweep.config import check_group_choices, register_schemas
 from patchsweep.errors import PatchsweepError
 from patchsweep.paths import ExperimentPaths
-from patchsweep.steps import capture, normalize, patch, plot, tokenize
-from patchsweep.steps.compose import write_resolved
+from patchsweep.stages import capture, normalize, patch, plot, tokenize
+from patchsweep.stages.compose import write_resolved
 
 log = logging.getLogger(__name__)
 CONF = str(Path.cwd() / "conf")

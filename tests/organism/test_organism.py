@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 from pathlib import Path
@@ -46,12 +46,7 @@ def shipped():
 
 
 def _load_stage():
-    spec = importlib.util.spec_from_file_location(
-        "train_organism", ROOT / "stages" / "train_organism.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("patchsweep.stages.train_organism")
 
 
 class TestTokenizer:
@@ -98,7 +93,7 @@ class TestTraining:
 
 
 class TestStage:
-    """stages/train_organism.py: acceptance gate and atomic write."""
+    """patchsweep.stages.train_organism: acceptance gate and atomic write."""
 
     def test_failing_model_leaves_the_old_one(self, tmp_path, capsys):
         out = tmp_path / "model"
@@ -144,7 +139,7 @@ class TestShippedModel:
             assert (MODEL_DIR / name).is_file()
         assert (MODEL_DIR / "model.safetensors").stat().st_size <= 10 * 2**20
         card = (MODEL_DIR / "README.md").read_text()
-        assert "python stages/train_organism.py" in card
+        assert "python -m patchsweep.stages.train_organism" in card
 
     def test_held_out_ioi(self, shipped):
         model, tok = shipped

@@ -1,4 +1,7 @@
-"""Stage normalize: every sweep's raw metrics → one tidy results table + baselines JSON."""
+"""Stage normalize: every sweep's raw metrics → one tidy results table + baselines JSON.
+
+Run by DVC as ``python -m patchsweep.stages.normalize MODEL DATASET``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import logging
 
 import pandas as pd
 
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.io import (
     check_meta,
@@ -19,7 +23,7 @@ from patchsweep.io import (
 from patchsweep.metrics import get_metric, top1_correct
 from patchsweep.normalize import aggregate, baseline_stats, normalize
 from patchsweep.paths import ExperimentPaths
-from patchsweep.steps.inputs import load_tokenized
+from patchsweep.stored import load_tokenized
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,13 @@ def run(exp: ExperimentPaths) -> None:
         pairs.n_pairs,
         exp.table,
     )
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset = stage_args(argv, "normalize", "MODEL DATASET", 2)
+    run(ExperimentPaths(model, dataset))
+
+
+if __name__ == "__main__":
+    run_stage(main)

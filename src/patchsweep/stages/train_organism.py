@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python stages/train_organism.py [hydra overrides, e.g. train.seed=1 train.steps=500]
+    python -m patchsweep.stages.train_organism [hydra overrides, e.g. train.seed=1 train.steps=500]
 
 Composes ``conf/train_organism.yaml`` with the overrides, trains, evaluates on held-out
 prompts, and refuses (exit status 1, old model untouched) when IOI falls below the
@@ -29,13 +29,12 @@ from patchsweep.organism.card import render_card
 from patchsweep.organism.evaluate import EvalConfig, evaluate_all
 from patchsweep.organism.train import TrainConfig, deterministic_torch, train
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_NAME = "train_organism"
 
 
 def load_config(overrides: list[str]) -> DictConfig:
     """Compose the stage's config; ``train`` and ``eval`` are checked against their schemas."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+    with initialize_config_dir(config_dir=str(Path.cwd() / "conf"), version_base=None):
         cfg = compose(config_name=CONFIG_NAME, overrides=overrides)
     cfg.train = OmegaConf.merge(OmegaConf.structured(TrainConfig), cfg.train)
     cfg.eval = OmegaConf.merge(OmegaConf.structured(EvalConfig), cfg.eval)
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result.model.save_pretrained(staged)
         result.tokenizer.save_pretrained(staged)
-        command = shlex.join(["python", "stages/train_organism.py", *overrides])
+        command = shlex.join(["python", "-m", "patchsweep.stages.train_organism", *overrides])
         card = render_card(result.model, result.tokenizer, train_cfg, eval_cfg, metrics, command)
         (staged / "README.md").write_text(card, encoding="utf-8")
         (staged / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

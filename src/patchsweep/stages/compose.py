@@ -8,6 +8,8 @@ The file also records, under ``inputs:``, content hashes of what lives outside c
 :mod:`patchsweep.fingerprint`). DVC runs compose on every ``dvc repro``
 (``always_changed``) so those hashes are always current; an unchanged file gives the
 same bytes, and nothing downstream reruns.
+
+Run by DVC as ``python -m patchsweep.stages.compose MODEL DATASET [HYDRA_OVERRIDE ...]``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import (
     BUILTIN_METRICS,
     check_known_keys,
@@ -111,3 +114,15 @@ def write_resolved(exp: ExperimentPaths, cfg: DictConfig) -> Path:
     write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
     log.info("wrote %s (sweeps: %s)", exp.config, ", ".join(cfg.sweeps))
     return exp.config
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset, *overrides = stage_args(
+        argv, "compose", "MODEL DATASET [OVERRIDE ...]", 2, more=True
+    )
+    run(ExperimentPaths(model, dataset), overrides)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,10 +1,14 @@
-"""Stage tokenize: the dataset's prompt pairs → validated token ids and named positions."""
+"""Stage tokenize: the dataset's prompt pairs → validated token ids and named positions.
+
+Run by DVC as ``python -m patchsweep.stages.tokenize MODEL DATASET``.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import DatasetConfig, load_config
 from patchsweep.datasets.base import PromptPair
 from patchsweep.datasets.explicit import pairs_from_config
@@ -95,3 +99,13 @@ def run(exp: ExperimentPaths) -> None:
         sorted(set(tokenized.lengths.tolist())),
         exp.tokens,
     )
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset = stage_args(argv, "tokenize", "MODEL DATASET", 2)
+    run(ExperimentPaths(model, dataset))
+
+
+if __name__ == "__main__":
+    run_stage(main)

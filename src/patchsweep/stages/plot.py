@@ -1,10 +1,14 @@
-"""Stage plot: the results table → figures (PNG/PDF/SVG) and the report page."""
+"""Stage plot: the results table → figures (PNG/PDF/SVG) and the report page.
+
+Run by DVC as ``python -m patchsweep.stages.plot MODEL DATASET``.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict
 
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import PlotConfig, load_config
 from patchsweep.io import publish_together, read_csv, read_json
 from patchsweep.paths import ExperimentPaths
@@ -50,3 +54,13 @@ def run(exp: ExperimentPaths) -> None:
         exp.figures,
         ", ".join(str(p) for p in written),
     )
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset = stage_args(argv, "plot", "MODEL DATASET", 2)
+    run(ExperimentPaths(model, dataset))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,4 +1,7 @@
-"""Stage capture: run clean and corrupted prompts once; cache every activation to disk."""
+"""Stage capture: run clean and corrupted prompts once; cache every activation to disk.
+
+Run by DVC as ``python -m patchsweep.stages.capture MODEL DATASET``.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,14 @@ import logging
 import torch
 
 from patchsweep.capture import capture_pairs, plan_capture, return_freed_memory_to_os
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import Config, load_config
 from patchsweep.errors import DataError
 from patchsweep.io import publish_together
 from patchsweep.models import LoadedModel, load_model
 from patchsweep.noise import embedding_noise
 from patchsweep.paths import RUNS, ExperimentPaths
-from patchsweep.steps.inputs import load_tokenized
+from patchsweep.stored import load_tokenized
 from patchsweep.tokenize import TokenizedPairs
 
 log = logging.getLogger(__name__)
@@ -82,3 +86,13 @@ def _max_positions(model: LoadedModel) -> int:
         or getattr(config, "max_position_embeddings", None)
         or 10**9
     )
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset = stage_args(argv, "capture", "MODEL DATASET", 2)
+    run(ExperimentPaths(model, dataset))
+
+
+if __name__ == "__main__":
+    run_stage(main)

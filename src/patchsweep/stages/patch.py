@@ -1,4 +1,7 @@
-"""Stage patch: one sweep over cached activations, raw metric per site × prompt."""
+"""Stage patch: one sweep over cached activations, raw metric per site × prompt.
+
+Run by DVC as ``python -m patchsweep.stages.patch MODEL DATASET SWEEP``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dataclasses import asdict
 
 from patchsweep.capture import STORAGE
 from patchsweep.checkpoint import Checkpoint, checkpoint_key
+from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.errors import ConfigError
 from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
@@ -14,7 +18,7 @@ from patchsweep.metrics import get_metric
 from patchsweep.models import load_model
 from patchsweep.patching import PatchInputs, run_patches
 from patchsweep.paths import ExperimentPaths
-from patchsweep.steps.inputs import load_activations, load_tokenized
+from patchsweep.stored import load_activations, load_tokenized
 from patchsweep.sweeps import build_sites, tidy_table
 
 log = logging.getLogger(__name__)
@@ -92,3 +96,13 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     write_csv(exp.patch(sweep_name), tidy_table(sweep_name, sweep, sites, metric))
     checkpoint.remove()
     log.info("wrote %s", exp.patch(sweep_name))
+
+
+def main(argv: list[str]) -> None:
+    """The DVC entry point: the experiment named on the command line."""
+    model, dataset, sweep = stage_args(argv, "patch", "MODEL DATASET SWEEP", 3)
+    run(ExperimentPaths(model, dataset), sweep)
+
+
+if __name__ == "__main__":
+    run_stage(main)
