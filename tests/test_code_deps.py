@@ -4,8 +4,9 @@ A stage's code deps are derived here from what it actually imports: the transiti
 closure of ``patchsweep`` imports (read from the source, so imports inside functions
 count too) of the module ``dvc.yaml`` runs (``python -m patchsweep.stages.<name>``).
 An edit to any module in the closure must rerun the stage (else its results go stale);
-an edit to a module outside it must not (else every docstring fix reruns every sweep). Package folders stand for all their
-modules, so a folder dep is right only when the stage imports every module in it.
+an edit to a module outside it must not (else every docstring fix reruns every sweep).
+Package folders stand for all their modules, so a folder dep is right only when the
+stage imports every module in it.
 """
 
 from __future__ import annotations
@@ -120,14 +121,14 @@ STAGES = stage_modules()
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_depends_on_every_module_it_imports(stage):
-    script, closure, deps = STAGES[stage]
+    _, closure, deps = STAGES[stage]
     missing = uncovered(closure, deps)
     assert missing == [], f"dvc.yaml stage {stage} imports but does not depend on {missing}"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stage_depends_on_no_module_it_does_not_import(stage):
-    script, closure, deps = STAGES[stage]
+    _, closure, deps = STAGES[stage]
     extra = needless(closure, deps)
     assert extra == [], f"dvc.yaml stage {stage} depends on {extra} but never imports them"
 
