@@ -9,11 +9,19 @@ exactly the same corruption as the captured one.
 
 from __future__ import annotations
 
+import logging
+from typing import TYPE_CHECKING
+
 import torch
 
 from patchsweep.config import NoiseConfig
 from patchsweep.errors import DataError
 from patchsweep.tokenize import TokenizedPairs
+
+if TYPE_CHECKING:
+    from patchsweep.models import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 def embedding_noise(
@@ -42,3 +50,21 @@ def embedding_noise(
 def with_noise_samples(pairs: list, samples: int) -> list:
     """Each pair repeated ``samples`` times in a row: one row per noise draw."""
     return [pair for pair in pairs for _ in range(samples)]
+
+
+def corruption_noise(
+    cfg: NoiseConfig, pairs: TokenizedPairs, model: LoadedModel
+) -> torch.Tensor | None:
+    """The corrupted run's embedding noise (N, T, d), or None when noise is off."""
+    if cfg.scale <= 0:
+        return None
+    embed_std = float(model.hf.get_input_embeddings().weight.detach().float().std())
+    log.info(
+        "corrupting with embedding noise: %g × std %.3g on %s..%s, %d draw(s)",
+        cfg.scale,
+        embed_std,
+        cfg.labels[0],
+        cfg.labels[-1],
+        cfg.samples,
+    )
+    return embedding_noise(pairs, cfg, embed_std, model.dims.d_model)

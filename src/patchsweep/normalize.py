@@ -4,53 +4,30 @@ normalized = (m − corrupted) / (clean − corrupted), with the dataset's mean 
 corrupted metrics as the anchors: 0 means the patch left the corrupted behaviour, 1 means
 it restored the clean one. Being linear, the mean of the normalised values is the
 normalised mean, and the s.e.m. is that of the per-prompt normalised values.
+
+Tables only: pandas and numpy, so that normalising and plotting never import the model
+code (nnsight, transformers), and rerun only when table code changes.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
+import numpy as np
 import pandas as pd
-import torch
 
 from patchsweep.columns import SITE_KEYS
-from patchsweep.errors import DataError
-
-log = logging.getLogger(__name__)
-
-RELATIVE_GAP_WARNING = 0.05
 
 
-def baseline_stats(clean: torch.Tensor, corrupted: torch.Tensor) -> dict[str, float]:
-    """Mean and s.e.m. of the clean and corrupted metric over prompts.
+def results_tables(raw: pd.DataFrame, baselines: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results table (one row per site) and the per-prompt table of raw sweeps.
 
-    Raises:
-        DataError: the clean and corrupted means are equal, so normalising is undefined.
+    Args:
+        raw: Raw per-prompt metrics of one or more sweeps (the patch stage's tables).
+        baselines: The experiment's ``clean`` and ``corrupted`` mean metric.
     """
-    stats = {
-        "clean": float(clean.mean()),
-        "corrupted": float(corrupted.mean()),
-        "clean_sem": _sem(clean),
-        "corrupted_sem": _sem(corrupted),
-    }
-    gap = stats["clean"] - stats["corrupted"]
-    scale = max(abs(stats["clean"]), abs(stats["corrupted"]), 1e-12)
-    if abs(gap) <= 1e-7 * scale or gap == 0:
-        raise DataError(
-            f"the clean and corrupted metric are equal ({stats['clean']:.6g}): normalising "
-            "by their difference is undefined",
-            "the corruption does not change the behaviour: check the corrupted prompts and "
-            "answers, or the model (a random model shows almost no effect)",
-        )
-    if abs(gap) < RELATIVE_GAP_WARNING * scale:
-        log.warning(
-            "clean − corrupted gap %.3g is tiny next to the metric (%.3g): normalised "
-            "values will be noisy",
-            gap,
-            scale,
-        )
-    return stats
+    per_prompt = normalize(raw, baselines["clean"], baselines["corrupted"])
+    return aggregate(per_prompt), per_prompt
 
 
 def normalize(raw: pd.DataFrame, clean_mean: float, corrupted_mean: float) -> pd.DataFrame:
@@ -66,12 +43,14 @@ def aggregate(per_prompt: pd.DataFrame) -> pd.DataFrame:
     table = grouped.agg(
         metric=("metric", "mean"),
         normalized=("normalized", "mean"),
-        sem=("normalized", lambda s: _sem(torch.tensor(s.to_numpy()))),
+        sem=("normalized", sem),
         n_prompts=("normalized", "size"),
     ).reset_index()
     return table
 
 
-def _sem(values: torch.Tensor) -> float:
-    n = values.numel()
-    return float(values.double().std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+def sem(values: pd.Series) -> float:
+    """Standard error of the mean (n − 1 in the variance); NaN for a single value."""
+    data = values.to_numpy(dtype=np.float64)
+    n = data.size
+    return float(data.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")

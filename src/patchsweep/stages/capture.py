@@ -11,14 +11,13 @@ import torch
 
 from patchsweep.capture import capture_pairs, plan_capture, return_freed_memory_to_os
 from patchsweep.cli import run_stage, stage_args
-from patchsweep.config import Config, load_config
+from patchsweep.config import load_config
 from patchsweep.errors import DataError
 from patchsweep.io import publish_together
 from patchsweep.models import LoadedModel, load_model
-from patchsweep.noise import embedding_noise
+from patchsweep.noise import corruption_noise
 from patchsweep.paths import RUNS, ExperimentPaths
 from patchsweep.stored import load_tokenized
-from patchsweep.tokenize import TokenizedPairs
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +54,12 @@ def run(exp: ExperimentPaths) -> None:
     log.info("capturing %d prompts, %d per forward pass", n, plan.rows)
     meta = {**model.identity(), "tokens_hash": token_hash, "seed": cfg.seed}
     activations = {run: exp.activations(run) for run in RUNS}
-    noise = _noise(cfg, pairs, model)
+    noise = corruption_noise(cfg.dataset.noise, pairs, model)
     folder = exp.activations(RUNS[0]).parent  # a DVC output as a whole
     with publish_together(folder, exp.final_logits):
         capture_pairs(
             model, pairs, plan, activations, exp.final_logits, meta, noise, cfg.engine.progress
         )
-
-
-def _noise(cfg: Config, pairs: TokenizedPairs, model: LoadedModel) -> torch.Tensor | None:
-    """The corrupted run's embedding noise (N, T, d), or None when noise is off."""
-    if cfg.dataset.noise.scale <= 0:
-        return None
-    embed_std = float(model.hf.get_input_embeddings().weight.detach().float().std())
-    log.info(
-        "corrupting with embedding noise: %g × std %.3g on %s..%s, %d draw(s)",
-        cfg.dataset.noise.scale,
-        embed_std,
-        cfg.dataset.noise.labels[0],
-        cfg.dataset.noise.labels[-1],
-        cfg.dataset.noise.samples,
-    )
-    return embedding_noise(pairs, cfg.dataset.noise, embed_std, model.dims.d_model)
 
 
 def _max_positions(model: LoadedModel) -> int:

@@ -85,9 +85,20 @@ def run(exp: ExperimentPaths, overrides: Sequence[str] = ()) -> Path:
 def write_resolved(exp: ExperimentPaths, cfg: DictConfig) -> Path:
     """Finish a composed config for one experiment and write ``config.yaml``.
 
-    Keeps only the sweeps ``params.yaml`` lists, applies the dataset's own metric, and
-    records the input hashes. Shared by the compose stage and ``patchsweep.run``.
+    Shared by the compose stage and ``patchsweep.run``; see :func:`finish`.
     """
+    cfg = finish(exp, cfg)
+    for key, value in input_hashes(cfg).items():
+        cfg.inputs[key] = value
+    write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
+    log.info("wrote %s (sweeps: %s)", exp.config, ", ".join(cfg.sweeps))
+    return exp.config
+
+
+def finish(exp: ExperimentPaths, cfg: DictConfig) -> DictConfig:
+    """The experiment's config as the stages see it, checked: only the sweeps
+    ``params.yaml`` lists, and the dataset's own metric (``patchsweep estimate`` reads it
+    without writing anything)."""
     check_known_keys(cfg)
     check_no_environment(cfg)
     wanted = listed_sweeps(exp.root / "params.yaml")
@@ -109,11 +120,7 @@ def write_resolved(exp: ExperimentPaths, cfg: DictConfig) -> Path:
     typed = to_object(cfg)
     validate(typed)
     check_style(typed.plot)  # a bad plot setting fails now, not after hours of sweeps
-    for key, value in input_hashes(cfg).items():
-        cfg.inputs[key] = value
-    write_text(exp.config, OmegaConf.to_yaml(cfg, resolve=True))
-    log.info("wrote %s (sweeps: %s)", exp.config, ", ".join(cfg.sweeps))
-    return exp.config
+    return cfg
 
 
 def main(argv: list[str]) -> None:

@@ -9,6 +9,7 @@ import logging
 
 import pandas as pd
 
+from patchsweep.baselines import experiment_baselines
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.io import (
@@ -20,8 +21,7 @@ from patchsweep.io import (
     write_csv,
     write_json,
 )
-from patchsweep.metrics import get_metric, top1_correct
-from patchsweep.normalize import aggregate, baseline_stats, normalize
+from patchsweep.normalize import results_tables
 from patchsweep.paths import ExperimentPaths
 from patchsweep.stored import load_tokenized
 
@@ -34,26 +34,11 @@ def run(exp: ExperimentPaths) -> None:
     pairs, token_hash = load_tokenized(exp)
     check_meta(exp.final_logits, read_meta(exp.final_logits), {"tokens_hash": token_hash})
     logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
-    metric = get_metric(cfg.metric.name)
-    answers = (*pairs.answers(), logits["clean"])
-    clean = metric(logits["clean"], *answers)
-    corrupted = metric(logits["corrupted"], *answers)
-    stats = baseline_stats(clean, corrupted)
-    final = {run: value[:, -1] if value.dim() == 3 else value for run, value in logits.items()}
-    baselines = {
-        "model": cfg.model.name,
-        "dataset": cfg.dataset.name,
-        "metric": cfg.metric.name,
-        **stats,
-        "clean_accuracy": float(top1_correct(final["clean"], pairs.correct_ids).float().mean()),
-        "corrupted_accuracy": float(
-            top1_correct(final["corrupted"], pairs.correct_ids).float().mean()
-        ),
-        "n_prompts": pairs.n_pairs,
-    }
+    baselines = experiment_baselines(
+        pairs, logits, cfg.metric.name, cfg.model.name, cfg.dataset.name
+    )
     raw = pd.concat([read_csv(exp.patch(name)) for name in cfg.sweeps], ignore_index=True)
-    per_prompt = normalize(raw, stats["clean"], stats["corrupted"])
-    table = aggregate(per_prompt)
+    table, per_prompt = results_tables(raw, baselines)
     with publish_together(exp.table, exp.per_prompt, exp.lines, exp.baselines):
         write_csv(exp.table, table)
         write_csv(exp.per_prompt, per_prompt)
@@ -65,10 +50,10 @@ def run(exp: ExperimentPaths) -> None:
     log.info(
         "clean %s %.3f ± %.3f, corrupted %.3f ± %.3f over %d prompts; wrote %s",
         cfg.metric.name,
-        stats["clean"],
-        stats["clean_sem"],
-        stats["corrupted"],
-        stats["corrupted_sem"],
+        baselines["clean"],
+        baselines["clean_sem"],
+        baselines["corrupted"],
+        baselines["corrupted_sem"],
         pairs.n_pairs,
         exp.table,
     )

@@ -8,18 +8,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from patchsweep.capture import STORAGE
 from patchsweep.checkpoint import Checkpoint, checkpoint_key
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.errors import ConfigError
 from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
-from patchsweep.metrics import get_metric
 from patchsweep.models import load_model
-from patchsweep.patching import PatchInputs, run_patches
 from patchsweep.paths import ExperimentPaths
 from patchsweep.stored import load_activations, load_tokenized
-from patchsweep.sweeps import build_sites, tidy_table
+from patchsweep.sweep_runner import Runs, run_sweep, source_and_target, stored_key
 
 log = logging.getLogger(__name__)
 
@@ -35,31 +32,30 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     sweep = cfg.sweeps[sweep_name]
     pairs, token_hash = load_tokenized(exp)
     model = load_model(cfg.model)
-    sites = build_sites(sweep_name, sweep, pairs, model.dims)
-    source_run, target_run = (
-        ("clean", "corrupted") if sweep.direction == "denoise" else ("corrupted", "clean")
-    )
-    expected = {**model.identity(), "tokens_hash": token_hash}
-    key, layers = STORAGE[sweep.component]
+    source_run, target_run = source_and_target(sweep)
+    key = stored_key(sweep)
     if key not in cfg.capture.components and key != "resid":
         raise ConfigError(
             f"sweep {sweep_name!r} patches {sweep.component}, but the capture stage does not "
             f"store it (capture.components: {cfg.capture.components})",
             f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
         )
-    source = load_activations(exp, source_run, [key], expected)[key][:, layers]
-    target = load_activations(exp, target_run, None, expected, only=["resid", "embed_delta"])
-    target_resid, target_delta = target["resid"], target.get("embed_delta")
-    target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
+    expected = {**model.identity(), "tokens_hash": token_hash}
     check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
-    final_logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
-    clean_logits = final_logits["clean"]
+    runs = Runs(
+        **{
+            source_run: load_activations(exp, source_run, [key], expected),
+            target_run: load_activations(
+                exp, target_run, None, expected, only=["resid", "embed_delta"]
+            ),
+        },
+        final_logits=read_tensors(exp.final_logits, ["clean", "corrupted"]),
+    )
     log.info(
-        "sweep %s: %s %s, %d sites × %d prompts (%s into the %s run)",
+        "sweep %s: %s %s over %d prompts (%s into the %s run)",
         sweep_name,
         sweep.direction,
         sweep.component,
-        len(sites),
         pairs.n_pairs,
         source_run,
         target_run,
@@ -71,31 +67,12 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
         ),
         every_s=cfg.engine.checkpoint_every_s,
     )
-    metric = run_patches(
-        model,
-        sweep.component,
-        sites,
-        PatchInputs(
-            target_ids,
-            pairs.lengths,
-            source,
-            target_resid,
-            *pairs.answers(),
-            clean_logits,
-            target_delta,
-            pairs.score_positions,
-            final_logits[target_run],
-        ),
-        get_metric(cfg.metric.name),
-        budget_mb=cfg.engine.memory_budget_mb,
-        max_batch=cfg.engine.max_batch,
-        progress=cfg.engine.progress,
-        desc=f"patch {sweep_name}",
-        checkpoint=checkpoint,
+    table = run_sweep(
+        model, pairs, sweep_name, sweep, runs, cfg.metric.name, cfg.engine, checkpoint
     )
-    write_csv(exp.patch(sweep_name), tidy_table(sweep_name, sweep, sites, metric))
+    write_csv(exp.patch(sweep_name), table)
     checkpoint.remove()
-    log.info("wrote %s", exp.patch(sweep_name))
+    log.info("wrote %s (%d sites)", exp.patch(sweep_name), len(table) // max(pairs.n_pairs, 1))
 
 
 def main(argv: list[str]) -> None:
