@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from patchsweep.errors import ConfigError, PatchsweepError
 
 EXIT_USER_ERROR = 2
+_LOADED = time.time()
 
 
 def setup_logging() -> None:
@@ -22,18 +25,39 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
+    # fontTools logs every glyph subset of every PDF at INFO: thousands of lines a repro.
+    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "fontTools", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
-    """Run a stage's ``main(argv)``; on a user error print it and exit non-zero."""
+    """Run a stage's ``main(argv)``; on a user error print it and exit non-zero.
+
+    The stage's wall time is logged at the end (from process start, so it includes
+    imports): what ``patchsweep estimate`` predicts.
+    """
     setup_logging()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        main(sys.argv[1:] if argv is None else argv)
+        main(args)
     except PatchsweepError as exc:
         print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    stage = Path(sys.argv[0]).stem if argv is None else main.__module__.rpartition(".")[2]
+    logging.getLogger("patchsweep.stage").info(
+        "stage %s %s done in %.1f s", stage, " ".join(args), process_seconds()
+    )
+
+
+def process_seconds() -> float:
+    """Seconds since this process started (Linux: from /proc), else since this module
+    was imported."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time() - _LOADED
 
 
 def stage_args(
