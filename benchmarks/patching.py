@@ -61,13 +61,12 @@ from common import (
     write_report,
 )
 
-from patchsweep.capture import capture_run
+from patchsweep.capture import STORAGE, capture_run
 from patchsweep.config import EngineConfig, ModelConfig, SweepConfig
 from patchsweep.datasets.base import PromptPair
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
 from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.stages.patch import STORAGE
 from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 

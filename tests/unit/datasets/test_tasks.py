@@ -10,7 +10,7 @@ import yaml
 from patchsweep.datasets import GENERATORS
 from patchsweep.datasets.tasks import TASKS, metric_for, task_of, uses_noise
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "dataset"
+CONF = Path(__file__).resolve().parents[3] / "conf" / "dataset"
 CONFIGS = sorted(CONF.glob("*.yaml"))
 
 

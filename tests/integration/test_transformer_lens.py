@@ -26,18 +26,17 @@ pytest.importorskip("transformer_lens", reason="TransformerLens is a dev depende
 
 from transformer_lens import patching as tl_patching
 
-from patchsweep.capture import capture_run
+from patchsweep.capture import STORAGE, capture_run
 from patchsweep.config import ModelConfig, SweepConfig
 from patchsweep.datasets import generate
 from patchsweep.datasets.base import PromptPair
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
 from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.stages.patch import STORAGE
 from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 
-ORGANISM = Path(__file__).resolve().parents[1] / "data" / "models" / "ioi-gpt2"
+ORGANISM = Path(__file__).resolve().parents[2] / "data" / "models" / "ioi-gpt2"
 ATOL = 1e-4
 
 # Equal token lengths: TL patches a whole batch per forward pass, without padding.

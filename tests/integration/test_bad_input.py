@@ -285,7 +285,7 @@ def test_no_pickle_on_the_data_path():
     import pathlib
     import re
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     offenders = [
         f"{path}:{n}"
         for path in (root / "src").rglob("*.py")

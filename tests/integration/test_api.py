@@ -13,7 +13,7 @@ import pytest
 
 from patchsweep.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "data" / "models" / "ioi-gpt2"
 SITE = ["sweep", "layer", "head", "position", "position_label"]
 

@@ -24,7 +24,7 @@ from patchsweep.organism.evaluate import (
 from patchsweep.organism.tokenizer import build_tokenizer, vocabulary
 from patchsweep.organism.train import TrainConfig, task_counts, train
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODEL_DIR = ROOT / "data" / "models" / "ioi-gpt2"
 TINY = {
     "steps": 3,

@@ -282,7 +282,7 @@ def organism():
     from patchsweep.datasets import generate
     from patchsweep.models import load_model
 
-    folder = Path(__file__).resolve().parents[1] / "data" / "models" / "ioi-gpt2"
+    folder = Path(__file__).resolve().parents[2] / "data" / "models" / "ioi-gpt2"
     if not (folder / "config.json").is_file():
         pytest.skip(f"no model organism at {folder} (train it with `dvc repro train_organism`)")
     model = load_model(ModelConfig(name="ioi-gpt2", path=str(folder)))
