@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from patchsweep.capture import STORAGE
 from patchsweep.checkpoint import Checkpoint, checkpoint_key
+from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.config import load_config
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.errors import ConfigError
 from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
 from patchsweep.metrics import get_metric
 from patchsweep.models import load_model
-from patchsweep.patching import PatchInputs, run_patches
 from patchsweep.paths import ExperimentPaths
 from patchsweep.steps.inputs import load_activations, load_tokenized
-from patchsweep.sweeps import build_sites, tidy_table
+from patchsweep.tables import tidy_table
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,17 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
         ("clean", "corrupted") if sweep.direction == "denoise" else ("corrupted", "clean")
     )
     expected = {**model.identity(), "tokens_hash": token_hash}
-    key, layers = STORAGE[sweep.component]
+    key = COMPONENT_TYPES[sweep.component].store
     if key not in cfg.capture.components and key != "resid":
         raise ConfigError(
             f"sweep {sweep_name!r} patches {sweep.component}, but the capture stage does not "
             f"store it (capture.components: {cfg.capture.components})",
             f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
         )
-    source = load_activations(exp, source_run, [key], expected)[key][:, layers]
+    source = load_activations(exp, source_run, [key], expected)
     target = load_activations(exp, target_run, None, expected, only=["resid", "embed_delta"])
-    target_resid, target_delta = target["resid"], target.get("embed_delta")
-    target_ids = pairs.corrupted_ids if sweep.direction == "denoise" else pairs.clean_ids
     check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
     final_logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
-    clean_logits = final_logits["clean"]
     log.info(
         "sweep %s: %s %s, %d sites × %d prompts (%s into the %s run)",
         sweep_name,
@@ -71,16 +68,14 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
         model,
         sweep.component,
         sites,
-        PatchInputs(
-            target_ids,
-            pairs.lengths,
-            source,
-            target_resid,
-            *pairs.answers(),
-            clean_logits,
-            target_delta,
-            pairs.score_positions,
-            final_logits[target_run],
+        PatchInputs.for_sweep(
+            pairs,
+            sweep.component,
+            sweep.direction,
+            source_run=source,
+            target_run=target,
+            clean_logits=final_logits["clean"],
+            target_logits=final_logits[target_run],
         ),
         get_metric(cfg.metric.name),
         budget_mb=cfg.engine.memory_budget_mb,
