@@ -2,6 +2,7 @@
 #   make repro   install, then run the whole pipeline on the bundled model (dvc repro)
 #   make test    install, then run the default (fast) test suite
 #   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
+#   make lint    ruff, then mypy on the files [tool.mypy] names in pyproject.toml
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -37,6 +38,7 @@ params: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -107,12 +107,11 @@ def load_random_model(tokenizer: Any, shape: dict[str, int]) -> tuple[LoadedMode
 
 def streamed(model: LoadedModel, pairs: TokenizedPairs, folder: Path, cfg: CaptureConfig) -> int:
     """The capture stage's path; returns the rows per forward pass it chose."""
-    dtype = next(model.hf.parameters()).dtype
     plan = plan_capture(
         model.dims,
         cfg.components,
         pairs.clean_ids.shape[1],
-        dtype,
+        model.dtype,
         cfg.memory_budget_mb,
         cfg.max_rows,
     )

@@ -61,13 +61,13 @@ from common import (
     write_report,
 )
 
-from patchsweep.capture import STORAGE, capture_run
+from patchsweep.capture import capture_run
+from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.config import EngineConfig, ModelConfig, SweepConfig
 from patchsweep.datasets.base import PromptPair
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
-from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -245,7 +245,7 @@ def engine(
     model: LoadedModel, sweep: Sweep, pairs: TokenizedPairs, cfg: EngineConfig
 ) -> torch.Tensor:
     """This project's path: capture both runs once, then the batched engine per part."""
-    stored = {STORAGE[component][0] for component, _ in sweep.parts}  # what the sweep reads
+    stored = {COMPONENT_TYPES[component].store for component, _ in sweep.parts}  # what it reads
     caches = {
         run: capture_run(model, ids, pairs.lengths, tuple(stored), progress=False)
         for run, ids in (("clean", pairs.clean_ids), ("corrupted", pairs.corrupted_ids))
@@ -257,14 +257,12 @@ def engine(
     for component, positions in sweep.parts:
         config = SweepConfig(component=component, direction=sweep.direction, positions=positions)
         sites = build_sites(sweep.name, config, pairs, model.dims)
-        key, layers = STORAGE[component]
-        inputs = PatchInputs(
-            target_ids=runs(pairs, sweep.direction)[1],
-            lengths=pairs.lengths,
-            source=caches[source_run][key][:, layers],
-            target_resid=caches[target_run]["resid"],
-            correct=pairs.correct_ids,
-            incorrect=pairs.incorrect_ids,
+        inputs = PatchInputs.for_sweep(
+            pairs,
+            component,
+            sweep.direction,
+            source_run=caches[source_run],
+            target_run=caches[target_run],
             target_logits=caches[target_run]["logits"],
         )
         metric = run_patches(
@@ -311,7 +309,9 @@ def environment(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    engine_src = REPO / "src" / "patchsweep" / "patching.py"
+    engine_hash = hashlib.sha256()
+    for path in sorted((REPO / "src" / "patchsweep" / "engine").glob("*.py")):
+        engine_hash.update(path.read_bytes())
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -324,7 +324,7 @@ def environment(threads: int) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_start": list(os.getloadavg()),
         # The engine changes under active development; this names the version measured.
-        "engine_sha256": hashlib.sha256(engine_src.read_bytes()).hexdigest()[:16],
+        "engine_sha256": engine_hash.hexdigest()[:16],
     }
 
 

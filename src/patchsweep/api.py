@@ -12,7 +12,7 @@ Four calls cover what a DVC experiment does, on data held in memory::
 ``sweep`` returns the tidy table of ``results.csv`` (one row per site: raw metric,
 normalised effect, s.e.m., prompts). It goes through the same functions as the stages:
 :func:`patchsweep.prompts.prepare_pairs` (tokenize), :func:`patchsweep.capture.capture_run`
-(capture), :func:`patchsweep.sweep_runner.run_sweep` (patch) and
+(capture), :func:`patchsweep.engine.sweep.run_sweep` (patch) and
 :func:`patchsweep.normalize.results_tables` (normalize), so a notebook and ``dvc repro``
 agree to the last digit the tables keep. A dataset's own metric comes with it
 (Greater-Than is scored by ``prob_diff``); pass ``metric=`` to override it.
@@ -47,6 +47,7 @@ from patchsweep.config import (
 from patchsweep.datasets.base import PromptPair
 from patchsweep.datasets.explicit import pairs_from_config
 from patchsweep.datasets.tasks import metric_for, task_of, uses_noise
+from patchsweep.engine.sweep import Runs, run_sweep, stored_key
 from patchsweep.errors import ConfigError
 from patchsweep.fingerprint import ensure_project_importable
 from patchsweep.models import LoadedModel
@@ -54,7 +55,6 @@ from patchsweep.models import load_model as _load_model
 from patchsweep.noise import corruption_noise
 from patchsweep.normalize import results_tables
 from patchsweep.prompts import prepare_pairs
-from patchsweep.sweep_runner import Runs, run_sweep, stored_key
 from patchsweep.tokenize import TokenizedPairs
 
 FILE_SUFFIXES = (".csv", ".jsonl")
@@ -214,7 +214,7 @@ def capture_runs(
             score_positions=scored,
         )
         if delta is not None:
-            runs[run]["embed_delta"] = delta.to(next(model.hf.parameters()).dtype)
+            runs[run]["embed_delta"] = delta.to(model.dtype)
     logits = {run: acts.pop("logits") for run, acts in runs.items()}
     return Runs(clean=runs["clean"], corrupted=runs["corrupted"], final_logits=logits)
 

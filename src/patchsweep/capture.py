@@ -25,40 +25,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from patchsweep.components import (
-    HEADED,
-    Architecture,
-    Dimensions,
-    prepare,
-    read,
-    read_raw,
-    select,
-)
+from patchsweep.component_types import DEFAULT_CAPTURE, STORABLE, is_headed
+from patchsweep.components import Architecture, Dimensions, prepare, read, read_raw, select
 from patchsweep.errors import ConfigError, DataError
 from patchsweep.io import TensorSpec, publish_together, stream_tensors
 from patchsweep.models import LoadedModel
 from patchsweep.tokenize import TokenizedPairs
 
 log = logging.getLogger(__name__)
-
-# What can be stored, in the order a block computes it. "resid" holds the residual stream
-# at every block boundary; it is always stored (the engine starts from it).
-STORABLE = ("resid", "q", "k", "v", "pattern", "z", "attn_out", "mlp_out")
-DEFAULT_CAPTURE = ("resid", "z", "attn_out", "mlp_out")
-
-# Where each sweep component is stored, and which of the stored layers it is.
-STORAGE = {
-    "resid_pre": ("resid", slice(0, -1)),
-    "resid_post": ("resid", slice(1, None)),
-    "attn_out": ("attn_out", slice(None)),
-    "mlp_out": ("mlp_out", slice(None)),
-    "z": ("z", slice(None)),
-    "q": ("q", slice(None)),
-    "k": ("k", slice(None)),
-    "v": ("v", slice(None)),
-    "pattern": ("pattern", slice(None)),
-}
-
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
@@ -116,7 +90,7 @@ def stored_specs(
     specs = {}
     for name in components:
         layers = dims.n_layers + (name == "resid")
-        width = (dims.heads_of(name), dims.d_head) if name in HEADED else (dims.d_model,)
+        width = (dims.heads_of(name), dims.d_head) if is_headed(name) else (dims.d_model,)
         if name == "pattern":
             width = (dims.n_heads, t)
         specs[name] = TensorSpec((n, layers, t, *width), dtype)
@@ -228,7 +202,7 @@ def capture_run(
     stage streams to disk with :func:`capture_to_file` instead.
     """
     plan = CapturePlan.of(components, max_rows)
-    dtype = next(model.hf.parameters()).dtype
+    dtype = model.dtype
     scored = None if score_positions is None else score_positions.shape[1]
     specs = stored_specs(model.dims, plan.components, *ids.shape, dtype, scored)
     out = {name: torch.zeros(spec.shape, dtype=spec.dtype) for name, spec in specs.items()}
@@ -264,7 +238,7 @@ def capture_to_file(
         DataError: a chunk holds NaN or inf; no file is left behind.
     """
     run = str(meta.get("run", "capture"))
-    dtype = next(model.hf.parameters()).dtype
+    dtype = model.dtype
     specs = stored_specs(model.dims, plan.components, *ids.shape, dtype)
     specs.pop("logits")
     specs.update({name: TensorSpec(tuple(v.shape), v.dtype) for name, v in (extra or {}).items()})
@@ -300,7 +274,7 @@ def capture_pairs(
     files are published together once both runs succeeded: a failure in the corrupted
     run must not leave a new clean file beside the old corrupted one and old logits.
     """
-    dtype = next(model.hf.parameters()).dtype
+    dtype = model.dtype
     ids = {"clean": pairs.clean_ids, "corrupted": pairs.corrupted_ids}
     scored = pairs.score_positions
     k = None if scored is None else scored.shape[1]
@@ -349,7 +323,7 @@ def _trace(
     at the last position, or (B, K, V) at ``scored``. Patterns' key axis is padded to
     ``width``, the stored prompt width."""
     arch, dims, lm = model.arch, model.dims, model.lm
-    dtype = next(model.hf.parameters()).dtype
+    dtype = model.dtype
     per_layer: dict[str, list] = {name: [] for name in wanted}
     keep = 1 if scored is None else scored.to(model.device)
     with model.trace(batch, logits_to_keep=keep):
@@ -374,7 +348,7 @@ def _trace(
                 per_layer["resid"].append(last)
         logits = lm.output.logits.save()
     for name, values in per_layer.items():
-        heads = dims.heads_of(name) if name in HEADED else None
+        heads = dims.heads_of(name) if is_headed(name) else None
         for layer, value in enumerate(values):
             value = value.to("cpu", dtype)  # a no-op for a CPU model
             if name == "pattern":  # (B, T, heads, keys): pad the keys to the stored width

@@ -4,7 +4,8 @@ Patching needs, for every component type, the module that holds it, whether the
 activation is the module's input or its output, which element of a tuple output it is,
 which slice of a fused projection it is, and how it splits into heads. This module keeps
 that knowledge in one table per architecture family, chosen from ``config.model_type``
-rather than guessed from module names.
+rather than guessed from module names. What a component type is regardless of the model
+(headed or not, where it is stored) is in :mod:`patchsweep.component_types`.
 
 The tables follow TransformerLens's conventions: ``attn_out`` and ``mlp_out`` are what
 the sublayer adds to the residual stream (after Gemma 2's post-norms), ``z`` is the input
@@ -17,10 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from patchsweep.component_types import uses_kv_heads
 from patchsweep.errors import ConfigError
-
-# Components that split into heads, and whether they use the key/value head count.
-HEADED = {"z": False, "q": False, "k": True, "v": True, "pattern": False}
 
 
 @dataclass(frozen=True)
@@ -224,7 +223,7 @@ class Dimensions:
 
     def heads_of(self, component: str) -> int:
         """How many heads a headed component splits into (k and v: the key/value heads)."""
-        return self.n_kv_heads if HEADED.get(component) else self.n_heads
+        return self.n_kv_heads if uses_kv_heads(component) else self.n_heads
 
 
 def architecture_for(hf_config: Any) -> Architecture:

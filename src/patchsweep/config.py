@@ -19,17 +19,15 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from patchsweep.component_types import COMPONENTS, DEFAULT_CAPTURE, HEADED_COMPONENTS, STORABLE
 from patchsweep.errors import ConfigError
 from patchsweep.paths import check_plain_name
 
-COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
-HEADED_COMPONENTS = ("z", "q", "k", "v", "pattern")
 DIRECTIONS = ("denoise", "noise")
 # Built-in metrics of final-position logits only (mean_logprob also takes several).
 FINAL_POSITION_METRICS = ("logit_diff", "logprob", "prob", "prob_diff", "neg_kl")
 BUILTIN_METRICS = (*FINAL_POSITION_METRICS, "mean_logprob")  # patchsweep.metrics.METRICS
 POSITION_MODES = ("all", "each", "labels", "auto")
-STORABLE = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 # Resolvers that copy the environment into the config, and so into git-tracked files.
 ENVIRONMENT_RESOLVERS = ("oc.env",)
 
@@ -90,7 +88,8 @@ class DatasetConfig:
 class SweepConfig:
     """One patching sweep: a component type, a direction and the sites to patch."""
 
-    # resid_pre | resid_post | attn_out | mlp_out, or per head: z | q | k | v
+    # a name in patchsweep.component_types: resid_pre | resid_post | attn_out | mlp_out,
+    # or per head: z | q | k | v | pattern
     component: str = MISSING
     direction: str = "denoise"  # denoise: clean into corrupted; noise: corrupted into clean
     positions: str = "auto"  # all (patch every position at once) | each | labels | auto
@@ -103,8 +102,8 @@ class SweepConfig:
 class CaptureConfig:
     """Which activations the capture stage stores (the residual stream always)."""
 
-    # any of resid, attn_out, mlp_out, z, q, k, v: what the sweeps patch
-    components: list[str] = field(default_factory=lambda: ["resid", "z", "attn_out", "mlp_out"])
+    # any of resid, q, k, v, pattern, z, attn_out, mlp_out: what the sweeps patch
+    components: list[str] = field(default_factory=lambda: list(DEFAULT_CAPTURE))
     # Memory one chunk of prompts may take while it is captured; each chunk is written to
     # disk before the next, so memory does not grow with the number of prompts.
     memory_budget_mb: float = 512

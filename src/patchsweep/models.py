@@ -4,7 +4,8 @@ The bundled model organism and ``openai-community/gpt2`` take the same path:
 ``AutoModelForCausalLM.from_pretrained`` then nnsight's ``LanguageModel`` around it.
 With ``model.remote`` the weights stay on NDIF: nnsight builds a weightless copy of the
 architecture from the hub id, and every trace must pass ``remote=True``
-(:meth:`LoadedModel.trace` does).
+(:meth:`LoadedModel.trace` does), unless it runs inside a session, which is sent as one
+job (:meth:`LoadedModel.session`).
 """
 
 from __future__ import annotations
@@ -46,17 +47,22 @@ class LoadedModel:
     dims: Dimensions
     name: str
     revision: str
-    dtype: str
+    dtype: torch.dtype  # of the weights and every stored activation (metrics are fp32)
     device: str  # where inputs go: the device of the input embeddings
     remote: bool = False  # traces run on NDIF and must pass remote=True
     # What remote runs pass as nnsight's ``remote=``: True is NDIF; "local" runs nnsight's
     # serialised remote path in this process (how tests check the remote code path).
     remote_target: Any = True
-    in_session: bool = False  # set while a session is open: its traces are sent with it
+    in_session: bool = False  # set while a session's block runs: its traces go with it
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as ``model.dtype`` names it: float32, bfloat16 or float16."""
+        return str(self.dtype).removeprefix("torch.")
 
     def identity(self) -> dict[str, str]:
         """Metadata recorded in every activation file and checked by its readers."""
-        return {"model": self.name, "revision": self.revision, "dtype": self.dtype}
+        return {"model": self.name, "revision": self.revision, "dtype": self.dtype_name}
 
     def trace(self, *inputs: Any, **kwargs: Any) -> Any:
         """``lm.trace``, sent to NDIF when the model is remote (unless inside a session,
@@ -64,6 +70,30 @@ class LoadedModel:
         if self.remote and not self.in_session:
             kwargs.setdefault("remote", self.remote_target)
         return self.lm.trace(*inputs, **kwargs)
+
+    def session(self) -> Any:
+        """An nnsight session: ``with model.session():`` around several ``model.trace``
+        blocks runs them as one job (on NDIF when the model is remote; in place otherwise).
+
+        Only values passed through ``nnsight.save`` leave the session. Returned, not
+        wrapped: nnsight finds the block to run from the frame that enters it, so the
+        caller's ``with`` must enter nnsight's tracer itself. The tracer marks the model
+        as in a session while its block runs, so the traces inside are not sent alone.
+        """
+        from nnsight.tracing.tracer import Tracer  # imported here: see load_model
+
+        model = self
+
+        class Session(Tracer):
+            def __exit__(self, *exc: Any) -> Any:
+                model.in_session = True  # the block runs (or is sent) in __exit__
+                try:
+                    return super().__exit__(*exc)
+                finally:
+                    model.in_session = False
+
+        remote = self.remote_target if self.remote else False
+        return self.lm.session(remote=remote, tracer_cls=Session)
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -178,7 +208,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         dims=dimensions_of(hf.config),
         name=cfg.name,
         revision=revision,
-        dtype=cfg.dtype,
+        dtype=dtype,
         device=device,
     )
 
@@ -216,7 +246,7 @@ def _load_remote(cfg: ModelConfig, dtype: torch.dtype, language_model: type) -> 
         dims=dimensions_of(hf.config),
         name=cfg.name,
         revision=model_revision(cfg.path, cfg.revision),
-        dtype=cfg.dtype,
+        dtype=dtype,
         device="cpu",
         remote=True,
     )

@@ -20,15 +20,16 @@ import torch
 from conftest import WORDS, make_tokenizer, perturb
 from reference import plain_logits, reference_sweep
 
-from patchsweep.capture import STORAGE, capture_run
-from patchsweep.components import ARCHITECTURES, HEADED, HookPoint, select
+from patchsweep.capture import capture_run
+from patchsweep.component_types import HEADED_COMPONENTS as HEADED
+from patchsweep.component_types import STORAGE
+from patchsweep.components import ARCHITECTURES, HookPoint, select
 from patchsweep.config import ModelConfig, SweepConfig
 from patchsweep.datasets.base import PromptPair
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.errors import ConfigError
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
-from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 
 SIZE = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4}
@@ -145,14 +146,12 @@ def sweep(setup: Setup, sweep_cfg: SweepConfig, fast: bool = True) -> tuple[Any,
     sites = build_sites("t", sweep_cfg, pairs, model.dims)
     denoise = sweep_cfg.direction == "denoise"
     source, target = ("clean", "corrupted") if denoise else ("corrupted", "clean")
-    key, layers = STORAGE[sweep_cfg.component]
-    inputs = PatchInputs(
-        target_ids=pairs.corrupted_ids if denoise else pairs.clean_ids,
-        lengths=pairs.lengths,
-        source=caches[source][key][:, layers],
-        target_resid=caches[target]["resid"],
-        correct=pairs.correct_ids,
-        incorrect=pairs.incorrect_ids,
+    inputs = PatchInputs.for_sweep(
+        pairs,
+        sweep_cfg.component,
+        sweep_cfg.direction,
+        source_run=caches[source],
+        target_run=caches[target],
     )
     got = run_patches(
         model, sweep_cfg.component, sites, inputs, logit_diff, progress=False, fast=fast

@@ -9,15 +9,14 @@ from reference import _activation as activation
 from reference import _hook_module as hook_module
 from reference import _install as install
 
-from patchsweep.capture import STORAGE, capture_run
+from patchsweep.capture import capture_run
 from patchsweep.components import resolve
 from patchsweep.config import NoiseConfig, SweepConfig
 from patchsweep.datasets.base import PromptPair
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.errors import DataError
 from patchsweep.metrics import logit_diff
 from patchsweep.noise import embedding_noise
-from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import tokenize_pairs
 
 PROMPT = "When John and Mary went to the store , Mary gave a book to"
@@ -52,14 +51,10 @@ def test_denoising_a_noised_run_equals_one_pass_per_patch(traced, component):
     model, pairs, delta, clean, noised = traced
     sweep = SweepConfig(component=component, positions="each")
     sites = build_sites("t", sweep, pairs, model.dims)
-    key, layers = STORAGE[component]
-    got = run_patches(
-        model, component, sites,
-        PatchInputs(pairs.corrupted_ids, pairs.lengths, clean[key][:, layers],
-                    noised["resid"], pairs.correct_ids, pairs.incorrect_ids,
-                    target_delta=delta),
-        logit_diff, progress=False,
-    )  # fmt: skip
+    inputs = PatchInputs.for_sweep(
+        pairs, component, "denoise", source_run=clean, target_run={**noised, "embed_delta": delta}
+    )
+    got = run_patches(model, component, sites, inputs, logit_diff, progress=False)
     first_block = resolve(model.hf, model.arch.blocks + ".{layer}", 0)
 
     def add_noise(module, args, kwargs):

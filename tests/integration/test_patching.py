@@ -10,12 +10,11 @@ import pytest
 import torch
 from reference import plain_logits, reference_sweep
 
-from patchsweep.capture import STORAGE, capture_run
+from patchsweep.capture import capture_run
 from patchsweep.config import SweepConfig
 from patchsweep.datasets.base import PromptPair
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.metrics import logit_diff, mean_logprob
-from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import score_from_label, tokenize_pairs
 
 COMPONENTS = ["resid_pre", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern"]
@@ -70,15 +69,12 @@ def engine(model, pairs, caches, component, direction, positions, window=1, **kw
     source_run, target_run = (
         ("clean", "corrupted") if direction == "denoise" else ("corrupted", "clean")
     )
-    key, layers = STORAGE[component]
-    inputs = PatchInputs(
-        target_ids=pairs.corrupted_ids if direction == "denoise" else pairs.clean_ids,
-        lengths=pairs.lengths,
-        source=caches[source_run][key][:, layers],
-        target_resid=caches[target_run]["resid"],
-        correct=pairs.answers()[0],
-        incorrect=pairs.incorrect_ids,
-        score_positions=pairs.score_positions,
+    inputs = PatchInputs.for_sweep(
+        pairs,
+        component,
+        direction,
+        source_run=caches[source_run],
+        target_run=caches[target_run],
         # final-position logits: they stand for unchanged sites' metric (see below)
         target_logits=None if pairs.score_positions is not None else caches[target_run]["logits"],
     )
@@ -140,7 +136,8 @@ def test_a_metric_over_several_positions_equals_one_pass_per_patch(setup, compon
 def test_sites_before_the_prompts_differ_are_not_run_and_still_exact(setup, component):
     """The prompts share their first token, so the residual stream there is the same in
     both runs: those patches change nothing and take the unpatched metric."""
-    from patchsweep.patching import _all_rows, _writes_what_is_there
+    from patchsweep.engine.sweep import _writes_what_is_there
+    from patchsweep.engine.tiling import all_rows as _all_rows
 
     model = setup[0]
     pairs = tokenize_pairs(PAIRS[:2], model.tokenizer)  # one length: every position
@@ -151,14 +148,12 @@ def test_sites_before_the_prompts_differ_are_not_run_and_still_exact(setup, comp
     sites, got = engine(model, pairs, caches, component, "denoise", "each", max_batch=64)
     want = reference(model, pairs, sites, component, "denoise")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    key, layers = STORAGE[component]
-    inputs = PatchInputs(
-        pairs.corrupted_ids,
-        pairs.lengths,
-        caches["clean"][key][:, layers],
-        caches["corrupted"]["resid"],
-        pairs.correct_ids,
-        pairs.incorrect_ids,
+    inputs = PatchInputs.for_sweep(
+        pairs,
+        component,
+        "denoise",
+        source_run=caches["clean"],
+        target_run=caches["corrupted"],
         target_logits=caches["corrupted"]["logits"],
     )
     rows = _all_rows(sites, pairs.lengths)
@@ -225,15 +220,15 @@ def test_a_resumed_sweep_equals_a_fresh_one(setup, tmp_path, monkeypatch):
     Checkpoint(path, "k").save(partial, done, force=True)
 
     calls = []
-    import patchsweep.patching as engine_module
+    import patchsweep.engine.sweep as engine_module
 
-    real = engine_module._packed_pass
+    real = engine_module.packed_pass
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "_packed_pass", counting)
+    monkeypatch.setattr(engine_module, "packed_pass", counting)
 
     def heads_with(checkpoint):
         kwargs = {"max_batch": 4, "checkpoint": checkpoint}

@@ -26,14 +26,13 @@ pytest.importorskip("transformer_lens", reason="TransformerLens is a dev depende
 
 from transformer_lens import patching as tl_patching
 
-from patchsweep.capture import STORAGE, capture_run
+from patchsweep.capture import capture_run
 from patchsweep.config import ModelConfig, SweepConfig
 from patchsweep.datasets import generate
 from patchsweep.datasets.base import PromptPair
+from patchsweep.engine import PatchInputs, build_sites, run_patches
 from patchsweep.metrics import logit_diff
 from patchsweep.models import LoadedModel, load_model
-from patchsweep.patching import PatchInputs, run_patches
-from patchsweep.sweeps import build_sites
 from patchsweep.tokenize import TokenizedPairs, tokenize_pairs
 
 ORGANISM = Path(__file__).resolve().parents[2] / "data" / "models" / "ioi-gpt2"
@@ -150,14 +149,12 @@ class Setup:
         source, target = (
             ("clean", "corrupted") if direction == "denoise" else ("corrupted", "clean")
         )
-        key, layers = STORAGE[component]
-        inputs = PatchInputs(
-            target_ids=self.pairs.corrupted_ids if direction == "denoise" else self.pairs.clean_ids,
-            lengths=self.pairs.lengths,
-            source=self.caches[source][key][:, layers],
-            target_resid=self.caches[target]["resid"],
-            correct=self.pairs.correct_ids,
-            incorrect=self.pairs.incorrect_ids,
+        inputs = PatchInputs.for_sweep(
+            self.pairs,
+            component,
+            direction,
+            source_run=self.caches[source],
+            target_run=self.caches[target],
         )
         return run_patches(self.model, component, sites, inputs, logit_diff, progress=False)
 

@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
+from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.plotting.settings import format_value
 from patchsweep.plotting.style import (
     DIRECTION_HOW,
@@ -34,8 +35,8 @@ from patchsweep.plotting.style import (
     wrap_title,
 )
 
-# The components of the combined figure, in the order information flows through a block.
-PANEL_COMPONENTS = ("resid_pre", "resid_post", "attn_out", "mlp_out")
+# The components of the combined figure: the whole (not per-head) ones, in table order.
+PANEL_COMPONENTS = tuple(c.name for c in COMPONENT_TYPES.values() if not c.headed)
 MAX_ANNOTATED_CELLS = 400
 _CHAR_EM = 0.6  # average DejaVu Sans glyph width, in ems: enough to size cells and ticks
 

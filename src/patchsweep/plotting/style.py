@@ -39,17 +39,6 @@ DIRECTION_HOW = {
     "noise": "corrupted activations patched into the clean run; "
     "a drop from 1 marks a site that matters",
 }
-COMPONENT_NAMES = {
-    "resid_pre": "resid_pre (residual stream before the block)",
-    "resid_post": "resid_post (residual stream after the block)",
-    "attn_out": "attn_out (attention-layer output)",
-    "mlp_out": "mlp_out (MLP output)",
-    "z": "z (head outputs)",
-    "q": "q (head queries)",
-    "k": "k (head keys)",
-    "v": "v (head values)",
-    "pattern": "pattern (attention patterns)",
-}
 
 
 @dataclass

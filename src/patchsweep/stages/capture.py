@@ -41,7 +41,7 @@ def run(exp: ExperimentPaths) -> None:
             f"model's {_max_positions(model)} positions",
             "shorten the prompts or use a model with a longer context",
         )
-    dtype = next(model.hf.parameters()).dtype
+    dtype = model.dtype
     n, width = pairs.clean_ids.shape
     plan = plan_capture(
         model.dims,

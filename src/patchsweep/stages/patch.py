@@ -11,12 +11,13 @@ from dataclasses import asdict
 from patchsweep.checkpoint import Checkpoint, checkpoint_key
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
+from patchsweep.engine.inputs import source_and_target
+from patchsweep.engine.sweep import Runs, run_sweep, stored_key
 from patchsweep.errors import ConfigError
 from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
 from patchsweep.stored import load_activations, load_tokenized
-from patchsweep.sweep_runner import Runs, run_sweep, source_and_target, stored_key
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     sweep = cfg.sweeps[sweep_name]
     pairs, token_hash = load_tokenized(exp)
     model = load_model(cfg.model)
-    source_run, target_run = source_and_target(sweep)
+    source_run, target_run = source_and_target(sweep.direction)
     key = stored_key(sweep)
     if key not in cfg.capture.components and key != "resid":
         raise ConfigError(

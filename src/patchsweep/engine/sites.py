@@ -1,4 +1,4 @@
-"""From a sweep's config to its sites, and from the engine's numbers to a tidy table.
+"""From a sweep's config to its sites: which (layer, head, position) each patch writes.
 
 Positions are compared across prompts by name: ``positions: each`` sweeps every token
 position (prompts must share one length), ``labels`` sweeps the named positions (IO, S1,
@@ -9,18 +9,42 @@ and ``auto`` picks ``each`` for one prompt or one aligned template, else ``label
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-import pandas as pd
 import torch
 
-from patchsweep.columns import TABLE_COLUMNS
-from patchsweep.components import HEADED, Dimensions
+from patchsweep.component_types import is_headed
+from patchsweep.components import Dimensions
 from patchsweep.config import SweepConfig
 from patchsweep.errors import ConfigError
-from patchsweep.patching import Sites
 from patchsweep.tokenize import END, TokenizedPairs
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sites:
+    """The sites of one sweep, S of them, over N prompts.
+
+    Attributes:
+        layers: (S,) layer of each site.
+        heads: (S,) head of each site, −1 for the whole component.
+        positions: (S, N) position patched in each prompt, −1 for every position.
+        labels: (S,) position label for tables and figures ("all", a token, or "S2").
+        slots: (S,) the position's place on the figure axis: the token position itself,
+            or the rank of a named position; −1 for every position at once.
+        window: each site patches layers [layer, layer + window).
+    """
+
+    layers: torch.Tensor
+    heads: torch.Tensor
+    positions: torch.Tensor
+    labels: list[str]
+    slots: torch.Tensor
+    window: int = 1
+
+    def __len__(self) -> int:
+        return int(self.layers.shape[0])
 
 
 def checked_indices(
@@ -78,7 +102,7 @@ def position_sites(
 
 def _names_by_position(pairs: TokenizedPairs, length: int) -> dict[int, str]:
     """Labels that sit at the same position in every prompt, by position."""
-    names = {}
+    names: dict[int, str] = {}
     for label, pos in pairs.label_positions.items():
         if bool((pos == pos[0]).all()) and 0 <= int(pos[0]) < length:
             names.setdefault(int(pos[0]), label)
@@ -97,7 +121,7 @@ def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dime
     layers = checked_indices(name, "layers", sweep.layers, dims.n_layers, "layers")
     heads = (
         checked_indices(name, "heads", sweep.heads, dims.heads_of(sweep.component), "heads")
-        if sweep.component in HEADED
+        if is_headed(sweep.component)
         else [-1]
     )
     positions, labels = position_sites(name, sweep, pairs)
@@ -119,21 +143,3 @@ def build_sites(name: str, sweep: SweepConfig, pairs: TokenizedPairs, dims: Dime
         slots=torch.tensor(rows_slot, dtype=torch.long),
         window=sweep.window,
     )
-
-
-def tidy_table(name: str, sweep: SweepConfig, sites: Sites, metric: torch.Tensor) -> pd.DataFrame:
-    """One row per site × prompt with the raw metric after the patch."""
-    n_sites, n_prompts = metric.shape
-    records = {
-        "sweep": name,
-        "component": sweep.component,
-        "direction": sweep.direction,
-        "layer": sites.layers.repeat_interleave(n_prompts).tolist(),
-        "head": sites.heads.repeat_interleave(n_prompts).tolist(),
-        "position": sites.slots.repeat_interleave(n_prompts).tolist(),
-        "position_label": [sites.labels[k] for k in range(n_sites) for _ in range(n_prompts)],
-        "window": sweep.window,
-        "prompt": list(range(n_prompts)) * n_sites,
-        "metric": metric.flatten().tolist(),
-    }
-    return pd.DataFrame(records, columns=TABLE_COLUMNS)
