@@ -186,7 +186,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         return _load_remote(cfg, dtype, LanguageModel)
     check_device(cfg.device)
     _check_local(cfg)
-    arch = architecture_for(_hf_config(cfg))  # before the weights: fail fast
+    arch = architecture_for(hf_config(cfg))  # before the weights: fail fast
     tokenizer = load_tokenizer(cfg)
     hf = _load_weights(cfg, dtype)
     if cfg.device != "auto":
@@ -252,7 +252,7 @@ def _load_remote(cfg: ModelConfig, dtype: torch.dtype, language_model: type) -> 
     )
 
 
-def _hf_config(cfg: ModelConfig) -> Any:
+def hf_config(cfg: ModelConfig) -> Any:
     try:
         return AutoConfig.from_pretrained(
             cfg.path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code

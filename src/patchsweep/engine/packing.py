@@ -163,14 +163,14 @@ def read_places(
     return read_at.view(n_bins, width), gather if scored is not None else gather[:, 0]
 
 
-def supports_packing(hf_model: Any, length: int) -> bool:
-    """Whether a model's forward honours a custom 4D mask and explicit positions.
+def supports_packing(config: Any, length: int) -> bool:
+    """Whether a model (by its transformers config) honours a custom 4D mask and
+    explicit positions.
 
     Eager and SDPA attention take the mask as given; flash kernels take none. A sliding
     window shorter than the prompt lives in the model's own mask, which a custom mask
     replaces, so such models use the tiled path.
     """
-    config = hf_model.config
     if "flash" in str(getattr(config, "_attn_implementation", "")):
         return False
     window = getattr(config, "sliding_window", None)

@@ -26,6 +26,7 @@ import torch
 from patchsweep.capture import add_embedding_delta
 from patchsweep.component_types import COMPONENT_TYPES, ComponentType, is_headed
 from patchsweep.components import read, resolve
+from patchsweep.engine.accounting import record_pass
 from patchsweep.engine.inputs import PatchInputs
 from patchsweep.engine.packing import Bins, attention_mask, pack, read_places
 from patchsweep.engine.prefix import PrefixCache
@@ -156,6 +157,7 @@ def padded_pass(
         if inputs.target_delta is not None and lowest == 0
         else None
     )
+    record_pass("padded", len(s), batch.numel(), model.dims.n_layers - lowest)
     with model.trace(batch, **kwargs):
         _run_plan(model, component, plan, resid, noise, tuple(batch.shape))
         logits = model.lm.output.logits.save()  # (B, K, V); K = 1 unless scored
@@ -203,6 +205,7 @@ def packed_pass(
     )
     plan = _packed_plan(inputs, sites.window, bins, row_layers, row_heads, row_pos)
     plan = [_on(device, patch) for patch in plan]
+    record_pass("packed", len(s), ids.numel(), model.dims.n_layers - lowest)
     with model.trace(ids, **kwargs):
         _run_plan(model, component, plan, resid, noise, tuple(ids.shape))
         logits = model.lm.output.logits.save()  # (places read, V), in (bin, slot) order

@@ -14,6 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from patchsweep.capture import add_embedding_delta
+from patchsweep.engine.accounting import record_pass
 from patchsweep.models import LoadedModel
 
 
@@ -59,6 +60,7 @@ class PrefixCache:
     def _fill(self, length: int) -> None:
         members = torch.nonzero(self.lengths == length).flatten()
         lm, arch, device = self.model.lm, self.model.arch, self.model.device
+        record_pass("prefix", 0, len(members) * length, self.model.dims.n_layers)
         with self.model.trace(
             self.ids[members, :length].to(device),
             use_cache=True,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import nnsight
 import pandas as pd
@@ -23,13 +24,14 @@ from tqdm.auto import tqdm
 
 from patchsweep.checkpoint import Checkpoint
 from patchsweep.component_types import COMPONENT_TYPES
+from patchsweep.components import Architecture
 from patchsweep.config import EngineConfig, SweepConfig
 from patchsweep.engine.inputs import PatchInputs, source_and_target
 from patchsweep.engine.packing import supports_packing
 from patchsweep.engine.passes import Pass, packed_pass, padded_pass
 from patchsweep.engine.prefix import PrefixCache
 from patchsweep.engine.sites import Sites, build_sites
-from patchsweep.engine.tiling import Rows, all_rows, packed_tiles, rows_per_pass, tiles
+from patchsweep.engine.tiling import Rows, all_rows, plan_group
 from patchsweep.metrics import Metric, get_metric
 from patchsweep.models import LoadedModel
 from patchsweep.tables import tidy_table
@@ -158,16 +160,10 @@ def run_patches(
         in_group = in_group[~settled]
         if len(in_group) == 0:
             continue
-        cap = rows_per_pass(model.dims, length, budget_mb, max_batch, bytes_per_value)
-        # A value inside the attention function (the pattern) has the bin's key axis,
-        # not the prompt's: those sweeps use tiles.
-        inside = bool(model.arch.hook_point(component).ops)
-        packed = fast and packing and not inside and supports_packing(model.hf, length)
-        if packed:
-            budget = budget_mb * 2**20
-            chunks = packed_tiles(rows, in_group, model.dims, length, budget, cap, bytes_per_value)
-        else:
-            chunks = tiles(rows, in_group, model.dims.n_layers, length, cap, fast)
+        packed = fast and packing and packable(model.arch, model.hf.config, component, length)
+        chunks = plan_group(
+            rows, in_group, model.dims, length, budget_mb, max_batch, bytes_per_value, packed, fast
+        )
         run_pass: Pass = packed_pass if packed else padded_pass
         remote_logits = (
             _in_one_session(model, run_pass, component, sites, inputs, rows, chunks, prefix)
@@ -188,6 +184,16 @@ def run_patches(
             bar.update(len(chunk))
     bar.close()
     return result
+
+
+def packable(arch: Architecture, hf_config: Any, component: str, length: int) -> bool:
+    """Whether rows of this component and prompt length can be packed (else padded).
+
+    A value inside the attention function (the pattern) has the bin's key axis, not the
+    prompt's; flash attention and short sliding windows ignore a custom mask.
+    """
+    inside = bool(arch.hook_point(component).ops)
+    return not inside and supports_packing(hf_config, length)
 
 
 def _in_one_session(

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from patchsweep.components import Dimensions
+from patchsweep.engine.accounting import PassShape
+from patchsweep.engine.packing import pack
 from patchsweep.engine.sites import Sites
 from patchsweep.errors import ConfigError
 
@@ -59,14 +61,12 @@ def rows_per_pass(
 ) -> int:
     """How many patched rows fit one forward pass within the activation memory budget.
 
-    A row's peak working memory is about one block's activations (residual, q/k/v,
-    attention scores, MLP hidden) plus its source slice and its final logits.
+    A row's peak working memory is :func:`row_bytes`.
 
     Raises:
         ConfigError: not even one row fits the budget.
     """
-    per_row = length * (12 * dims.d_model + 2 * dims.n_heads * length) * bytes_per_value
-    per_row += 4 * dims.vocab_size + length * dims.d_model * bytes_per_value
+    per_row = row_bytes(dims, length, bytes_per_value)
     rows = int(budget_mb * 2**20 // per_row)
     if rows < 1:
         raise ConfigError(
@@ -75,6 +75,13 @@ def rows_per_pass(
             f"raise engine.memory_budget_mb to at least {per_row / 2**20 + 1:.0f}",
         )
     return min(rows, max_batch)
+
+
+def row_bytes(dims: Dimensions, length: int, bytes_per_value: int) -> int:
+    """A padded row's peak working memory: one block's activations (residual, q/k/v,
+    attention scores, MLP hidden), its source slice and its final logits."""
+    per_row = length * (12 * dims.d_model + 2 * dims.n_heads * length) * bytes_per_value
+    return per_row + 4 * dims.vocab_size + length * dims.d_model * bytes_per_value
 
 
 def tiles(
@@ -184,3 +191,52 @@ def _packed_bytes(dims: Dimensions, length: int, bytes_per_value: int) -> tuple[
     per_token = 12 * dims.d_model + (2 * dims.n_heads + 1) * keys
     per_token += 2 * dims.n_layers * dims.n_kv_heads * dims.d_head  # the bin's cache
     return per_token * bytes_per_value, 4 * dims.vocab_size
+
+
+def plan_group(
+    rows: Rows,
+    members: torch.Tensor,
+    dims: Dimensions,
+    length: int,
+    budget_mb: float,
+    max_batch: int,
+    bytes_per_value: int,
+    packed: bool,
+    fast: bool = True,
+) -> list[torch.Tensor]:
+    """The chunks (one forward pass each) of the rows ``members``, all of one length:
+    packed within the memory budget, or padded tiles of at most the rows that fit."""
+    cap = rows_per_pass(dims, length, budget_mb, max_batch, bytes_per_value)
+    if packed:
+        return packed_tiles(rows, members, dims, length, budget_mb * 2**20, cap, bytes_per_value)
+    return tiles(rows, members, dims.n_layers, length, cap, fast)
+
+
+def pass_shape(
+    rows: Rows,
+    chunk: torch.Tensor,
+    dims: Dimensions,
+    length: int,
+    first_scored: torch.Tensor,
+    packed: bool,
+    bytes_per_value: int,
+) -> PassShape:
+    """What the fast path's pass over ``chunk`` will compute (see
+    :mod:`patchsweep.engine.passes`): from each row's patched position (packed) or the
+    chunk's earliest (padded), and from the chunk's lowest patched layer.
+
+    Args:
+        first_scored: (N,) the earliest position each prompt's metric reads.
+    """
+    prompts, positions = rows.prompt[chunk], rows.position[chunk]
+    layers = dims.n_layers - int(rows.layer[chunk].min())
+    if packed:
+        starts = torch.minimum(positions.clamp(min=0), first_scored[prompts])
+        n_bins, width = pack(prompts, starts, length).shape
+        per_token, per_row = _packed_bytes(dims, length, bytes_per_value)
+        tokens = n_bins * width
+        memory = tokens * per_token + len(chunk) * per_row
+        return PassShape("packed", len(chunk), tokens, layers, memory, bool((starts > 0).any()))
+    start = min(max(int(positions.min()), 0), int(first_scored[prompts].min()))
+    memory = len(chunk) * row_bytes(dims, length, bytes_per_value)
+    return PassShape("padded", len(chunk), len(chunk) * (length - start), layers, memory, start > 0)
