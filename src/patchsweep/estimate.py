@@ -303,7 +303,8 @@ def format_costs(costs: list[ExperimentCost], calibrations: dict[str, Calibratio
     header += f"{'peak/budget MB':>17}{'disk MB':>9}"
     total_s, total_disk = 0.0, 0.0
     for cost in costs:
-        lines += ["", f"{cost.model}/{cost.dataset}: {cost.prompts} prompts", header]
+        noun = "prompt" if cost.prompts == 1 else "prompts"
+        lines += ["", f"{cost.model}/{cost.dataset}: {cost.prompts} {noun}", header]
         for s in cost.stages:
             lines.append(
                 f"{s.stage:<28}{s.sites:>7}{s.rows:>9}{s.passes:>8}{s.forward_equivalents:>10.1f}"
