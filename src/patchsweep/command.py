@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from patchsweep.cli import EXIT_USER_ERROR, setup_logging
-from patchsweep.errors import PatchsweepError
+from patchsweep.config import check_group_choices
+from patchsweep.errors import ConfigError, PatchsweepError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,8 +104,6 @@ def _estimate(ns: argparse.Namespace) -> int:
 
 
 def _sweep(ns: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from patchsweep import api
     from patchsweep.io import write_csv
 
@@ -125,6 +125,11 @@ def _sweep(ns: argparse.Namespace) -> int:
 
 def _run(overrides: list[str]) -> int:
     """``python -m patchsweep.run`` with the same overrides (Hydra owns ``sys.argv``)."""
+    try:
+        check_group_options(overrides, Path("conf"))
+    except PatchsweepError as exc:
+        print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
+        return EXIT_USER_ERROR
     from patchsweep import run
 
     sys.argv = ["patchsweep run", *overrides]
@@ -133,6 +138,28 @@ def _run(overrides: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USER_ERROR
     return 0
+
+
+def check_group_options(overrides: Sequence[str], conf: Path) -> None:
+    """Refuse ``group=option`` where ``conf/group/option.yaml`` does not exist (Hydra
+    would exit 1 with a stack of config-search details)."""
+    if not (conf / "config.yaml").is_file():
+        raise ConfigError(
+            f"no {conf / 'config.yaml'} here ({Path.cwd()})",
+            "run `patchsweep run` in the project root",
+        )
+    check_group_choices(overrides)
+    for override in overrides:
+        key, sep, value = override.lstrip("+").partition("=")
+        if not sep or not (conf / key).is_dir():
+            continue
+        for option in filter(None, (o.strip() for o in value.strip("[]").split(","))):
+            if not (conf / key / f"{option}.yaml").is_file():
+                known = sorted(f.stem for f in (conf / key).glob("*.yaml"))
+                raise ConfigError(
+                    f"{key}={option}: there is no conf/{key}/{option}.yaml",
+                    f"use one of: {', '.join(known)}",
+                )
 
 
 if __name__ == "__main__":

@@ -124,3 +124,13 @@ def test_command_line_sweep_writes_a_table(tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2 and "fix:" in bad.stderr
     assert not (tmp_path / "bad.csv").exists()
+
+
+@pytest.mark.parametrize("overrides", [["dataset=nope"], ["-m", "dataset=ioi,nope"]])
+def test_command_line_run_refuses_an_unknown_option(overrides):
+    result = subprocess.run(
+        [sys.executable, "-m", "patchsweep.command", "run", *overrides],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no conf/dataset/nope.yaml" in result.stderr and "ioi_single" in result.stderr
