@@ -4,12 +4,14 @@ the pipeline's numbers; light modules stay light; bad calls fail clearly."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from patchsweep.errors import ConfigError
 
@@ -26,17 +28,35 @@ def readme_example() -> str:
     return found.group(1)
 
 
+def pipeline_results(root: Path, sweeps: list[str]) -> pd.DataFrame:
+    """results.csv of organism/ioi from the pipeline's own stages, run as DVC runs them
+    (``python -m patchsweep.stages.<name>``) in a copy of the project's config."""
+    shutil.copytree(REPO / "conf", root / "conf")
+    (root / "data").mkdir()
+    (root / "data" / "models").symlink_to(REPO / "data" / "models")
+    (root / "params.yaml").write_text(yaml.safe_dump({"sweep": sweeps}))
+    stages = [["compose"], ["tokenize"], ["capture"], *(["patch", s] for s in sweeps),
+              ["normalize"]]  # fmt: skip
+    for stage, *extra in stages:
+        subprocess.run(
+            [sys.executable, "-m", f"patchsweep.stages.{stage}", "organism", "ioi", *extra],
+            cwd=root, check=True, capture_output=True,
+        )  # fmt: skip
+    return pd.read_csv(root / "results" / "organism" / "ioi" / "results.csv",
+                       keep_default_na=False)  # fmt: skip
+
+
 def test_readme_example_matches_the_pipeline_results(tmp_path, monkeypatch):
     """Run from a folder outside the repo (the model path made absolute): the table
-    equals the committed results.csv of the same experiment, site by site."""
+    equals the pipeline's results.csv of the same experiment, site by site."""
     code = readme_example().replace('"data/models/ioi-gpt2"', repr(str(MODEL)))
-    monkeypatch.chdir(tmp_path)
+    notebook = tmp_path / "notebook"
+    notebook.mkdir()
+    monkeypatch.chdir(notebook)
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     table = namespace["table"]
-    pipeline = pd.read_csv(REPO / "results" / "organism" / "ioi" / "results.csv",
-                           keep_default_na=False)  # fmt: skip
-    pipeline = pipeline[pipeline["sweep"].isin(table["sweep"].unique())]
+    pipeline = pipeline_results(tmp_path / "project", sorted(table["sweep"].unique()))
     assert len(pipeline) == len(table) > 0
     merged = table.merge(pipeline, on=SITE, suffixes=("", "_pipeline"), validate="1:1")
     assert len(merged) == len(table)
@@ -45,7 +65,7 @@ def test_readme_example_matches_the_pipeline_results(tmp_path, monkeypatch):
             merged[column], merged[f"{column}_pipeline"], check_names=False, rtol=1e-5, atol=1e-6
         )
     assert (merged["n_prompts"] == merged["n_prompts_pipeline"]).all()
-    assert list(tmp_path.glob("figures/*.png")), "the example's plot() call wrote no figure"
+    assert list(notebook.glob("figures/*.png")), "the example's plot() call wrote no figure"
 
 
 @pytest.mark.parametrize("module", ["patchsweep.normalize", "patchsweep.plotting.figures"])
