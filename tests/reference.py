@@ -4,6 +4,7 @@ from the source prompt every time. Slow and obviously right; tests compare again
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import torch
@@ -193,4 +194,138 @@ def reference_sweep(
                     *site, target, source, window=window, read_at=scored,
                 )  # fmt: skip
             out[s, i] = metric(logits[None], correct, incorrect)[0]
+    return out
+
+
+def _target_readings(hf, arch, component: str, target: torch.Tensor, metric, answers):
+    """The target run's activations of ``component`` at every layer, with their
+    gradients of the metric (plain hooks and autograd), and its attention patterns with
+    theirs (GPT-2). ``answers`` are (correct, incorrect[, read_at])."""
+    n_layers = hf.config.num_hidden_layers
+    acts: dict[int, torch.Tensor] = {}
+    patterns: dict[int, torch.Tensor] = {}
+    handles = []
+    for layer in range(n_layers):
+        module, point = _hook_module(hf, arch, component, layer)
+
+        def pre(mod, args, kwargs, layer=layer):
+            x = args[0] if args else next(iter(kwargs.values()))
+            x.retain_grad()
+            acts[layer] = x
+
+        def post(mod, args, output, layer=layer, point=point):
+            x = output if point.index is None else output[point.index]
+            x.retain_grad()
+            acts[layer] = x
+
+        handles.append(
+            module.register_forward_pre_hook(pre, with_kwargs=True)
+            if point.io == "input"
+            else module.register_forward_hook(post)
+        )
+
+    def keep_pattern(layer, pattern):
+        pattern.retain_grad()
+        patterns[layer] = pattern
+
+    context = _gpt2_attention(hf, keep_pattern) if arch.pattern else _nothing()
+    correct, incorrect, read_at = answers
+    try:
+        with context, torch.enable_grad():
+            embeds = hf.get_input_embeddings()(target.unsqueeze(0)).detach().requires_grad_()
+            logits = hf(inputs_embeds=embeds).logits[0].float()
+            scored = logits[-1][None] if read_at is None else logits[read_at][None]
+            value = metric(scored, correct, incorrect)[0]
+            value.backward()
+        hf.zero_grad(set_to_none=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return acts, patterns, float(value.detach())
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _source_pattern(hf, layer: int, ids: torch.Tensor) -> torch.Tensor:
+    seen = {}
+    with _gpt2_attention(hf, lambda at, p: seen.setdefault(at, p.clone())), torch.no_grad():
+        hf(ids.unsqueeze(0))
+    return seen[layer][0]  # (heads, T, T)
+
+
+def _patched_pattern(hf, arch, component, layer, head, position, target, source_value):
+    """The attention pattern at ``layer`` of the target run with one q or k site (head,
+    position) overwritten by ``source_value`` (T, width): what the QK fix recomputes."""
+    module, point = _hook_module(hf, arch, component, layer)
+    n_heads = hf.config.num_attention_heads
+    seen = {}
+    handle = _install(module, point, source_value, n_heads, head, position)
+    try:
+        with _gpt2_attention(hf, lambda at, p: seen.setdefault(at, p.clone())), torch.no_grad():
+            hf(target.unsqueeze(0))
+    finally:
+        handle.remove()
+    return seen[layer][0]
+
+
+def attribution_reference(
+    model, pairs, sites, component: str, direction: str, metric=None, qk_fix: bool = False
+) -> torch.Tensor:
+    """(S, N) the attribution estimate of each site's patched metric, from its
+    definition: target metric + Σ (source − target activation) · ∂metric/∂activation,
+    one prompt at a time with plain hooks and autograd; the source activation is
+    recomputed from the source prompt. With ``qk_fix`` (GPT-2, q and k) the pattern a
+    patch gives is taken from actually running the patched model, and only the step from
+    pattern to metric is linear: Σ (patched − target pattern) · ∂metric/∂pattern."""
+    from patchsweep.metrics import logit_diff
+
+    metric = metric or logit_diff
+    hf, arch = model.hf, model.arch
+    n_layers = hf.config.num_hidden_layers
+    headed = component in ("z", "q", "k", "v")
+    n_heads = model.dims.heads_of(component) if headed else 1
+    out = torch.empty(len(sites), pairs.n_pairs)
+    for i in range(pairs.n_pairs):
+        n = int(pairs.lengths[i])
+        clean, corrupted = pairs.clean_ids[i, :n], pairs.corrupted_ids[i, :n]
+        target, source = (corrupted, clean) if direction == "denoise" else (clean, corrupted)
+        correct, incorrect = pairs.correct_ids[i : i + 1], pairs.incorrect_ids[i : i + 1]
+        read_at = None
+        if pairs.score_positions is not None:
+            read_at = pairs.score_positions[i][pairs.score_positions[i] >= 0]
+            correct = pairs.score_targets[i : i + 1, : len(read_at)]
+        watched = "q" if component == "pattern" else component
+        acts, patterns, base = _target_readings(
+            hf, arch, watched, target, metric, (correct, incorrect, read_at)
+        )
+        for s in range(len(sites)):
+            layer0, head, pos = int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i])
+            rows = range(n) if pos < 0 else [pos]
+            total = 0.0
+            for layer in range(layer0, min(layer0 + sites.window, n_layers)):
+                if component == "pattern":
+                    src = _source_pattern(hf, layer, source)[head]
+                    tgt = patterns[layer][0, head].detach()
+                    grad = patterns[layer].grad[0, head]
+                    total += float(((src - tgt) * grad)[list(rows)].sum())
+                    continue
+                _, point = _hook_module(hf, arch, component, layer)
+                point = dataclasses.replace(point, index=None)  # acts hold the element
+                src_full = _activation(hf, arch, component, layer, source)  # (T, width)
+                tgt_full = select(acts[layer].detach(), point, (1, n))[0]
+                grad_full = select(acts[layer].grad, point, (1, n))[0]
+                width = src_full.shape[-1] // n_heads
+                cols = slice(head * width, (head + 1) * width) if headed else slice(None)
+                for t in rows:
+                    if qk_fix and component in ("q", "k"):
+                        new = _patched_pattern(hf, arch, component, layer, head, t, target, src_full)
+                        old, g = patterns[layer][0].detach(), patterns[layer].grad[0]
+                        total += float(((new - old) * g).sum())
+                    else:
+                        delta = src_full[t, cols] - tgt_full[t, cols]
+                        total += float((delta * grad_full[t, cols]).sum())
+            out[s, i] = base + total
     return out

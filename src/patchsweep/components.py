@@ -78,6 +78,9 @@ class Architecture:
             None where patching it would not reach the model (e.g. a dtype cast after
             the softmax makes a copy).
         mlp_flat: ``mlp``'s output is (batch·pos, d_model) rows (OPT).
+        rotary: Rotary position embeddings turn q and k between the stored values and
+            the attention scores, so scores cannot be recomputed from the stored q and k
+            (attribution's QK fix needs that).
         missing: Why components absent from this table are absent, for the error.
     """
 
@@ -93,6 +96,7 @@ class Architecture:
     attn_out: str | None = None
     pattern: tuple[str, ...] | None = None
     mlp_flat: bool = False
+    rotary: bool = True
     missing: str = ""
 
     def hook_point(self, component: str) -> HookPoint:
@@ -168,6 +172,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         qkv="transformer.h.{layer}.attn.c_attn",
         # eager_attention_forward's softmax, called through `attention_interface`
         pattern=("attention_interface_1", "nn_functional_softmax_0"),
+        rotary=False,
     ),
     "gpt_neox": Architecture(
         family="gpt_neox",
@@ -202,6 +207,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         attn="model.decoder.layers.{layer}.self_attn",
         mlp="model.decoder.layers.{layer}.fc2",
         mlp_flat=True,
+        rotary=False,
         o_proj="model.decoder.layers.{layer}.self_attn.out_proj",
         q_proj="model.decoder.layers.{layer}.self_attn.q_proj",
         k_proj="model.decoder.layers.{layer}.self_attn.k_proj",
