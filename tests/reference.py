@@ -302,7 +302,11 @@ def attribution_reference(
             hf, arch, watched, target, metric, (correct, incorrect, read_at)
         )
         for s in range(len(sites)):
-            layer0, head, pos = int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i])
+            layer0, head, pos = (
+                int(sites.layers[s]),
+                int(sites.heads[s]),
+                int(sites.positions[s, i]),
+            )
             rows = range(n) if pos < 0 else [pos]
             total = 0.0
             for layer in range(layer0, min(layer0 + sites.window, n_layers)):
@@ -321,7 +325,9 @@ def attribution_reference(
                 cols = slice(head * width, (head + 1) * width) if headed else slice(None)
                 for t in rows:
                     if qk_fix and component in ("q", "k"):
-                        new = _patched_pattern(hf, arch, component, layer, head, t, target, src_full)
+                        new = _patched_pattern(
+                            hf, arch, component, layer, head, t, target, src_full
+                        )
                         old, g = patterns[layer][0].detach(), patterns[layer].grad[0]
                         total += float(((new - old) * g).sum())
                     else:

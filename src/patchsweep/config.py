@@ -24,6 +24,9 @@ from patchsweep.errors import ConfigError
 from patchsweep.paths import check_plain_name
 
 DIRECTIONS = ("denoise", "noise")
+# exact: one patched forward pass per site; attribution: a gradient estimate of every
+# site from one forward and one backward pass (see patchsweep.engine.attribution)
+METHODS = ("exact", "attribution")
 # Built-in metrics of final-position logits only (mean_logprob also takes several).
 FINAL_POSITION_METRICS = ("logit_diff", "logprob", "prob", "prob_diff", "neg_kl")
 BUILTIN_METRICS = (*FINAL_POSITION_METRICS, "mean_logprob")  # patchsweep.metrics.METRICS
@@ -96,6 +99,21 @@ class SweepConfig:
     layers: list[int] | None = None  # (first) layers to sweep; None = every layer
     heads: list[int] | None = None  # heads to sweep (z, q, k, v); None = every head
     window: int = 1  # restore this many consecutive layers at once (ROME's causal tracing)
+    method: str = "exact"  # exact | attribution (a gradient estimate, checked by verify)
+    qk_fix: bool = True  # attribution of q/k: recompute the attention pattern (AtP*)
+    grad_drop: bool = False  # attribution: also score each site by GradDrop (AtP*)
+
+
+@dataclass
+class VerifyConfig:
+    """How the verify stage checks an attribution sweep against exact patching."""
+
+    top_k: int = 20  # exact-patch the ranking's top k sites (by |estimated effect|)
+    control: int = 10  # and this many other sites, drawn at random, as a control
+    seed: int = 0  # of the control sample
+    # false negatives: sites whose exact |normalised effect| is at least this large while
+    # the estimate is under half of it
+    large_effect: float = 0.1
 
 
 @dataclass
@@ -168,6 +186,7 @@ class Config:
     metric: MetricConfig = field(default_factory=MetricConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
     seed: int = 0  # torch seed, recorded in outputs
     inputs: InputsConfig = field(default_factory=InputsConfig)
 
@@ -230,7 +249,16 @@ def check_group_choices(overrides: Sequence[str]) -> None:
     """
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if sep and key in ("model", "dataset", "sweep", "metric", "engine", "plot", "capture"):
+        if sep and key in (
+            "model",
+            "dataset",
+            "sweep",
+            "metric",
+            "engine",
+            "plot",
+            "capture",
+            "verify",
+        ):
             for choice in value.strip("[]").split(","):
                 if choice.strip():
                     check_plain_name(f"{key} option", choice.strip())
@@ -321,6 +349,13 @@ def validate(cfg: Config) -> None:
         _check_choice(f"{where}.component", sweep.component, COMPONENTS)
         _check_choice(f"{where}.direction", sweep.direction, DIRECTIONS)
         _check_choice(f"{where}.positions", sweep.positions, POSITION_MODES)
+        _check_choice(f"{where}.method", sweep.method, METHODS)
+        if sweep.grad_drop and sweep.method != "attribution":
+            raise ConfigError(
+                f"{where}.grad_drop is set but method is {sweep.method!r}",
+                f"GradDrop scores attribution sweeps: set {where}.method: attribution, or "
+                "remove grad_drop",
+            )
         if sweep.heads is not None and sweep.component not in HEADED_COMPONENTS:
             raise ConfigError(
                 f"{where}.heads is set but component is {sweep.component!r}",
@@ -354,6 +389,11 @@ def validate(cfg: Config) -> None:
             "final position only",
             "use metric mean_logprob (or a module:function metric that takes (B, K, V) "
             "logits), or remove dataset.score_from",
+        )
+    if cfg.verify.top_k < 1 or cfg.verify.control < 0 or cfg.verify.large_effect <= 0:
+        raise ConfigError(
+            "verify.top_k must be ≥ 1, verify.control ≥ 0 and verify.large_effect > 0",
+            "use e.g. verify.top_k=20 verify.control=10 verify.large_effect=0.1",
         )
     if cfg.engine.memory_budget_mb <= 0 or cfg.engine.max_batch < 1:
         raise ConfigError(

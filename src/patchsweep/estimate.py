@@ -33,6 +33,7 @@ from patchsweep.capture import plan_capture, prompt_bytes, stored_specs
 from patchsweep.components import Architecture, Dimensions, architecture_for, dimensions_of
 from patchsweep.config import Config, compose_config, to_object
 from patchsweep.engine.accounting import PassShape
+from patchsweep.engine.attribution import planned_passes
 from patchsweep.engine.sites import Sites, build_sites
 from patchsweep.engine.sweep import packable
 from patchsweep.engine.tiling import all_rows, pass_shape, plan_group
@@ -95,6 +96,11 @@ def experiment_config(model: str, dataset: str, root: Path) -> Config:
     return to_object(finish(exp, cfg))
 
 
+STAGE_OF_METHOD = {"exact": "patch", "attribution": "attribute"}
+# A backward pass costs about twice its forward pass.
+ATTRIBUTION_PASS_COST = 3.0
+
+
 def first_differences(pairs: TokenizedPairs) -> torch.Tensor:
     """(N,) the first position where each pair's clean and corrupted tokens differ."""
     differs = pairs.clean_ids != pairs.corrupted_ids
@@ -115,6 +121,12 @@ def plan_sweep(
     included (one per prompt length whose passes start late)."""
     sweep = cfg.sweeps[name]
     sites = build_sites(name, sweep, pairs, dims)
+    if sweep.method == "attribution":
+        passes = planned_passes(
+            dims, pairs.lengths, sweep.component, cfg.engine.memory_budget_mb,
+            cfg.engine.max_batch, sweep.grad_drop,
+        )  # fmt: skip
+        return sites, passes
     rows = all_rows(sites, pairs.lengths)
     skipped = torch.zeros(len(rows.site), dtype=torch.bool)
     resid = sweep.component in ("resid_pre", "resid_post")
@@ -210,7 +222,7 @@ def estimate_experiment(
         patched = [s for s in shapes if s.layout != "prefix"]
         out.stages.append(
             StageCost(
-                stage=f"patch {name}",
+                stage=f"{STAGE_OF_METHOD[cfg.sweeps[name].method]} {name}",
                 sites=len(sites),
                 rows=sum(s.rows for s in patched),
                 passes=len(shapes),
@@ -224,9 +236,11 @@ def estimate_experiment(
 
 
 def forward_equivalents(shapes: list[PassShape], dims: Dimensions, pairs: TokenizedPairs) -> float:
-    """Tokens × layers of the passes, in full forward passes of one (mean-length) prompt."""
+    """Tokens × layers of the passes, in full forward passes of one (mean-length) prompt.
+    An attribution pass, forward and backward, counts as three forward passes."""
     full = dims.n_layers * float(pairs.lengths.float().mean())
-    return sum(s.token_layers for s in shapes) / full
+    weight = {"attribution": ATTRIBUTION_PASS_COST}
+    return sum(s.token_layers * weight.get(s.layout, 1.0) for s in shapes) / full
 
 
 def _scale(pairs: TokenizedPairs, cal: Calibration) -> float:

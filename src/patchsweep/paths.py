@@ -85,6 +85,21 @@ class ExperimentPaths:
         check_plain_name("sweep", sweep)
         return self.patch_dir / f"{sweep}.csv"
 
+    def verified(self, sweep: str) -> Path:
+        """The exact-patched sites of an attribution sweep (the verify stage's table)."""
+        check_plain_name("sweep", sweep)
+        return self.patch_dir / f"{sweep}.verified.csv"
+
+    def check(self, sweep: str) -> Path:
+        """How an attribution sweep's estimate agreed with exact patching."""
+        check_plain_name("sweep", sweep)
+        return self.patch_dir / f"{sweep}.check.json"
+
+    @property
+    def attribution_check(self) -> Path:
+        """Every attribution sweep's check, merged by normalize."""
+        return self.results / "attribution_check.json"
+
     def checkpoint(self, sweep: str) -> Path:
         """Finished chunks of a running sweep; not a DVC output, deleted on success."""
         check_plain_name("sweep", sweep)

@@ -23,15 +23,23 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def tidy_table(name: str, sweep: SweepConfig, sites: Sites, metric: torch.Tensor) -> pd.DataFrame:
+def tidy_table(
+    name: str,
+    sweep: SweepConfig,
+    sites: Sites,
+    metric: torch.Tensor,
+    method: str | None = None,
+) -> pd.DataFrame:
     """One row per site × prompt with the raw metric after the patch.
 
     Args:
         name: The sweep's name.
-        sweep: Its config (component, direction, window).
+        sweep: Its config (component, direction, window, method).
         sites: Its S sites.
         metric: (S, N) the metric after each patch, as :func:`patchsweep.engine.run_patches`
-            returns it.
+            returns it (or its estimate, for an attribution sweep).
+        method: ``exact`` or ``attribution``; the sweep's own method unless given (the
+            verify stage exact-patches sites of an attribution sweep).
     """
     n_sites, n_prompts = metric.shape
     records = {
@@ -43,6 +51,7 @@ def tidy_table(name: str, sweep: SweepConfig, sites: Sites, metric: torch.Tensor
         "position": _each_prompt(sites.slots.tolist(), n_prompts),
         "position_label": _each_prompt(sites.labels, n_prompts),
         "window": sweep.window,
+        "method": method or sweep.method,
         "prompt": list(range(n_prompts)) * n_sites,
         "metric": metric.flatten().tolist(),
     }

@@ -120,9 +120,7 @@ def test_the_target_metric_is_the_unpatched_run(setup):
     torch.testing.assert_close(got.target, corrupted, atol=1e-5, rtol=0)
 
 
-def test_equals_exact_patching_where_the_metric_is_linear_in_the_activation(
-    setup, tiny_gpt2_dir
-):
+def test_equals_exact_patching_where_the_metric_is_linear_in_the_activation(setup, tiny_gpt2_dir):
     """The last block's attn_out reaches the logits through its MLP and the final
     LayerNorm, neither linear. In a copy of the model whose last MLP outputs zero and
     whose final norm is the identity, the logit difference is linear in that activation,
@@ -179,3 +177,13 @@ def test_qk_fix_is_refused_where_the_scores_cannot_be_recomputed(setup):
         check_attribution(rotary, "q", qk_fix=True, name="atp_q")
     check_attribution(rotary, "q", qk_fix=False, name="atp_q")
     check_attribution(rotary, "z", qk_fix=True, name="atp_z")
+
+
+def test_a_remote_model_gives_the_same_estimate(setup):
+    """nnsight's serialised remote path (run here in-process with remote="local"): what
+    NDIF would run, with the same numbers."""
+    model, pairs, runs = setup
+    _, local = attribute(model, pairs, runs, "k", "denoise", "labels")
+    remote = dataclasses.replace(model, remote=True, remote_target="local")
+    _, sent = attribute(remote, pairs, runs, "k", "denoise", "labels")
+    torch.testing.assert_close(sent.metric, local.metric, atol=1e-6, rtol=0)

@@ -16,6 +16,7 @@ from patchsweep.config import Config, DatasetConfig, EngineConfig, ModelConfig, 
 from patchsweep.engine import run_sweep
 from patchsweep.engine.accounting import recording_passes
 from patchsweep.estimate import forward_equivalents, plan_sweep
+from patchsweep.stages.compose import listed_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "data" / "models" / "ioi-gpt2"
@@ -27,6 +28,10 @@ SWEEPS = {
     "heads_labels": SweepConfig(component="z", positions="labels"),
     "mlp_window": SweepConfig(component="mlp_out", positions="labels", window=2),
     "pattern": SweepConfig(component="pattern", positions="labels", layers=[1]),  # padded
+    "atp_heads": SweepConfig(component="z", positions="labels", method="attribution"),
+    "atp_drop": SweepConfig(
+        component="mlp_out", positions="labels", method="attribution", grad_drop=True
+    ),
 }
 
 
@@ -75,11 +80,13 @@ def test_estimate_command_covers_every_model_stage(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
-    params = (REPO / "params.yaml").read_text()
     for experiment in report["experiments"]:
         stages = [s["stage"] for s in experiment["stages"]]
         assert stages[0] == "capture"
-        assert len(stages) == 1 + params.split("sweep:")[1].count("\n- ")
+        listed = listed_sweeps(REPO / "params.yaml", experiment["dataset"])
+        assert stages[1:] == [
+            f"{'attribute' if name.startswith('atp_') else 'patch'} {name}" for name in listed
+        ]
         assert all(s["seconds"] > 0 and s["passes"] > 0 for s in experiment["stages"])
     assert "organism/induction: 64 prompts" in result.stdout
 

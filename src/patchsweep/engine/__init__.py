@@ -32,7 +32,10 @@ The modules, in the order a sweep uses them:
 - :mod:`~patchsweep.engine.passes`: one pass, in either layout, as per-layer patches;
 - :mod:`~patchsweep.engine.sweep`: :func:`run_sweep` (a sweep's config and captured runs →
   its table; what the patch stage and the Python API call), and the loop over chunks,
-  checkpoints and remote sessions below it.
+  checkpoints and remote sessions below it;
+- :mod:`~patchsweep.engine.attribution`: attribution patching, every site's effect
+  estimated from one forward and one backward pass (``method: attribution``);
+- :mod:`~patchsweep.engine.verify`: exact patching of the top of an attribution ranking.
 """
 
 from patchsweep.engine.inputs import PatchInputs

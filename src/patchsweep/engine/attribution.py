@@ -26,19 +26,19 @@ Where the first-order estimate is known to fail, AtP* (Kramár et al. 2024) help
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import nnsight
 import torch
 from tqdm.auto import tqdm
 
 from patchsweep.capture import add_embedding_delta
 from patchsweep.component_types import COMPONENT_TYPES, is_headed
-from patchsweep.components import HookPoint, prepare, read_raw, resolve, select
-from patchsweep.engine.accounting import record_pass
+from patchsweep.components import Dimensions, HookPoint, prepare, read_raw, resolve, select
+from patchsweep.engine.accounting import PassShape, record_pass
 from patchsweep.engine.inputs import PatchInputs
 from patchsweep.engine.sites import Sites
 from patchsweep.errors import ConfigError
@@ -74,17 +74,20 @@ def check_attribution(model: LoadedModel, component: str, qk_fix: bool, name: st
             the pattern cannot be recomputed from the stored queries and keys.
     """
     model.arch.hook_point(component)  # raises with the components the model has
-    if qk_fix and component in QK_COMPONENTS:
-        if model.arch.pattern is None or model.arch.rotary:
-            why = "it has no attention-pattern hook point" if model.arch.pattern is None else (
-                "its rotary embeddings sit between the stored q/k and the scores"
-            )
-            raise ConfigError(
-                f"sweeps.{name}: the QK fix for {component} sites cannot be computed for "
-                f"{model.arch.family} models ({why})",
-                f"set sweeps.{name}.qk_fix: false for plain attribution patching of "
-                f"{component}, or sweep z / v / attn_out instead",
-            )
+    if not (qk_fix and component in QK_COMPONENTS):
+        return
+    if model.arch.pattern is None or model.arch.rotary:
+        why = (
+            "it has no attention-pattern hook point"
+            if model.arch.pattern is None
+            else "its rotary embeddings sit between the stored q/k and the scores"
+        )
+        raise ConfigError(
+            f"sweeps.{name}: the QK fix for {component} sites cannot be computed for "
+            f"{model.arch.family} models ({why})",
+            f"set sweeps.{name}.qk_fix: false for plain attribution patching of "
+            f"{component}, or sweep z / v / attn_out instead",
+        )
 
 
 def run_attribution(
@@ -126,7 +129,7 @@ def run_attribution(
     fix = qk_fix and component in QK_COMPONENTS
     bar = tqdm(total=n_prompts, desc=desc, unit="prompt", disable=not progress, leave=False)
     with _frozen_weights(model):
-        for chunk in _prompt_chunks(model, inputs, budget_mb, max_batch):
+        for chunk in prompt_chunks(model.dims, inputs.lengths, budget_mb, max_batch):
             length = int(inputs.lengths[chunk[0]])
             n_layers = model.dims.n_layers
             contrib, target = _contributions(
@@ -139,8 +142,9 @@ def run_attribution(
             if drop_out is not None:
                 scores = []
                 for cut in range(n_layers):
-                    cut_contrib, ran = _with_layer_cut(model, component, inputs, chunk, metric,
-                                                       fix, contrib, cut)
+                    cut_contrib, ran = _with_layer_cut(
+                        model, component, inputs, chunk, metric, fix, contrib, cut
+                    )
                     passes["forward"] += ran
                     passes["backward"] += ran
                     scores.append(site_estimates(cut_contrib, sites, chunk, length).abs())
@@ -181,22 +185,40 @@ def site_estimates(
     return total
 
 
-def _prompt_chunks(
-    model: LoadedModel, inputs: PatchInputs, budget_mb: float, max_batch: int
+def prompt_chunks(
+    dims: Dimensions, lengths: torch.Tensor, budget_mb: float, max_batch: int
 ) -> Iterator[torch.Tensor]:
     """Prompts of one length at a time, as many per pass as the memory budget allows."""
-    for length in torch.unique(inputs.lengths).tolist():
-        prompts = torch.nonzero(inputs.lengths == length).flatten()
-        per_prompt = _prompt_bytes(model, int(length))
+    for length in torch.unique(lengths).tolist():
+        prompts = torch.nonzero(lengths == length).flatten()
+        per_prompt = _prompt_bytes(dims, int(length))
         rows = max(1, min(max_batch, int(budget_mb * 2**20 // max(per_prompt, 1))))
         yield from prompts.split(rows)
 
 
-def _prompt_bytes(model: LoadedModel, length: int) -> int:
+def planned_passes(
+    dims: Dimensions,
+    lengths: torch.Tensor,
+    component: str,
+    budget_mb: float,
+    max_batch: int,
+    grad_drop: bool = False,
+) -> list[PassShape]:
+    """Every forward-and-backward pass :func:`run_attribution` runs, as it records them
+    (what ``patchsweep estimate`` and the verify stage's cost report count)."""
+    shapes = []
+    cuts = [c for c in range(dims.n_layers) if c > 0 or component == "resid_pre"]
+    for chunk in prompt_chunks(dims, lengths, budget_mb, max_batch):
+        tokens = len(chunk) * int(lengths[chunk[0]])
+        repeats = 1 + (len(cuts) if grad_drop else 0)
+        shapes += [PassShape("attribution", len(chunk), tokens, dims.n_layers)] * repeats
+    return shapes
+
+
+def _prompt_bytes(dims: Dimensions, length: int) -> int:
     """Working memory of one prompt's forward and backward pass, in float32: what the
     backward pass keeps per layer (about 34 residual widths and 3 attention maps per
     position), plus the logits."""
-    dims = model.dims
     per_layer = length * (34 * dims.d_model + 3 * dims.n_heads * length) * 4
     return dims.n_layers * per_layer + length * dims.vocab_size * 4
 
@@ -285,7 +307,9 @@ def _contributions(
         delta = inputs.target_delta[prompts, :length].to(model.device)
     correct = inputs.correct[prompts].to(model.device)
     incorrect = inputs.incorrect[prompts].to(model.device)
-    clean = inputs.clean_logits[prompts].to(model.device) if inputs.clean_logits is not None else None
+    clean = (
+        inputs.clean_logits[prompts].to(model.device) if inputs.clean_logits is not None else None
+    )
     readings: list[dict[str, _Reading]] = [{} for _ in layers]
     saved: dict[str, Any] = {}
     with model.trace(ids, **kwargs):
@@ -317,7 +341,7 @@ def _contributions(
         logits = lm.output.logits
         scored = logits if inputs.score_positions is not None else logits[:, -1]
         values = metric(scored.float(), correct, incorrect, clean)
-        saved["metric"] = values.save()
+        saved["metric"] = nnsight.save(values)
         with values.sum().backward():
             for layer in reversed(layers):
                 grads: dict[int, Any] = {}  # one gradient per traced tensor

@@ -26,6 +26,7 @@ from patchsweep.checkpoint import Checkpoint
 from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.components import Architecture
 from patchsweep.config import EngineConfig, SweepConfig
+from patchsweep.engine.attribution import check_attribution, run_attribution
 from patchsweep.engine.inputs import PatchInputs, source_and_target
 from patchsweep.engine.packing import supports_packing
 from patchsweep.engine.passes import Pass, packed_pass, padded_pass
@@ -73,7 +74,14 @@ def run_sweep(
     checkpoint: Checkpoint | None = None,
     desc: str | None = None,
 ) -> pd.DataFrame:
-    """Patch every site of ``sweep`` in every prompt; the raw metric per site × prompt."""
+    """Patch every site of ``sweep`` in every prompt; the raw metric per site × prompt.
+
+    An attribution sweep (``method: attribution``) estimates the same table from
+    gradients instead (:mod:`patchsweep.engine.attribution`); it keeps no checkpoint,
+    being a few passes long.
+    """
+    if sweep.method == "attribution":
+        check_attribution(model, sweep.component, sweep.qk_fix, name)
     sites = build_sites(name, sweep, pairs, model.dims)
     source_run, target_run = source_and_target(sweep.direction)
     inputs = PatchInputs.for_sweep(
@@ -85,6 +93,24 @@ def run_sweep(
         clean_logits=runs.final_logits["clean"],
         target_logits=runs.final_logits[target_run],
     )
+    if sweep.method == "attribution":
+        estimate = run_attribution(
+            model,
+            sweep.component,
+            sites,
+            inputs,
+            get_metric(metric_name),
+            qk_fix=sweep.qk_fix,
+            grad_drop=sweep.grad_drop,
+            budget_mb=engine.memory_budget_mb,
+            max_batch=engine.max_batch,
+            progress=engine.progress,
+            desc=desc or f"attribute {name}",
+        )
+        table = tidy_table(name, sweep, sites, estimate.metric)
+        if estimate.grad_drop is not None:
+            table["grad_drop"] = estimate.grad_drop.flatten().tolist()
+        return table
     metric = run_patches(
         model,
         sweep.component,

@@ -39,13 +39,23 @@ from patchsweep.plotting.settings import check_style
 log = logging.getLogger(__name__)
 
 
-def listed_sweeps(params_file: Path) -> list[str] | None:
-    """The sweep names ``params.yaml`` asks DVC to run, or None when it lists none."""
+def listed_sweeps(params_file: Path, dataset: str | None = None) -> list[str] | None:
+    """The sweep names ``params.yaml`` asks DVC to run, or None when it lists none.
+
+    Datasets listed under ``attributed`` also run the ``attribution_sweep`` list (each
+    entry ``{name: …, exact: …}``; the exact sweep it is checked against is in ``sweep``).
+    """
     if not params_file.is_file():
         return None
     params = yaml.safe_load(params_file.read_text()) or {}
     names = params.get("sweep")
-    return [str(n) for n in names] if names is not None else None
+    if names is None:
+        return None
+    listed = [str(n) for n in names]
+    if dataset is not None and dataset in (params.get("attributed") or {}):
+        for entry in params.get("attribution_sweep") or []:
+            listed.append(str(entry["name"]) if isinstance(entry, dict) else str(entry))
+    return listed
 
 
 def input_hashes(cfg: DictConfig) -> dict[str, str | None]:
@@ -101,7 +111,7 @@ def finish(exp: ExperimentPaths, cfg: DictConfig) -> DictConfig:
     without writing anything)."""
     check_known_keys(cfg)
     check_no_environment(cfg)
-    wanted = listed_sweeps(exp.root / "params.yaml")
+    wanted = listed_sweeps(exp.root / "params.yaml", exp.dataset)
     if wanted is not None:
         unknown = [n for n in wanted if n not in cfg.sweeps]
         if unknown:

@@ -16,6 +16,7 @@ from patchsweep.io import (
     check_meta,
     publish_together,
     read_csv,
+    read_json,
     read_meta,
     read_tensors,
     write_csv,
@@ -37,16 +38,25 @@ def run(exp: ExperimentPaths) -> None:
     baselines = experiment_baselines(
         pairs, logits, cfg.metric.name, cfg.model.name, cfg.dataset.name
     )
-    raw = pd.concat([read_csv(exp.patch(name)) for name in cfg.sweeps], ignore_index=True)
+    attributed = [name for name, sweep in cfg.sweeps.items() if sweep.method == "attribution"]
+    raw = pd.concat(
+        [read_csv(exp.patch(name)) for name in cfg.sweeps]
+        + [read_csv(exp.verified(name)) for name in attributed],  # their exact-patched sites
+        ignore_index=True,
+    )
+    checks = {"sweeps": {name: read_json(exp.check(name)) for name in attributed}}
     table, per_prompt = results_tables(raw, baselines)
-    with publish_together(exp.table, exp.per_prompt, exp.lines, exp.baselines):
+    outputs = (exp.table, exp.per_prompt, exp.lines, exp.baselines, exp.attribution_check)
+    with publish_together(*outputs):
         write_csv(exp.table, table)
         write_csv(exp.per_prompt, per_prompt)
         exp.lines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no 1-D sweep
         one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
         for sweep, rows in one_dimensional.groupby("sweep", sort=False):
-            write_csv(exp.lines / f"{sweep}.csv", rows[["layer", "normalized", "sem", "metric"]])
+            own = rows[rows["method"] == cfg.sweeps[str(sweep)].method]
+            write_csv(exp.lines / f"{sweep}.csv", own[["layer", "normalized", "sem", "metric"]])
         write_json(exp.baselines, baselines)
+        write_json(exp.attribution_check, checks)
     log.info(
         "clean %s %.3f ± %.3f, corrupted %.3f ± %.3f over %d prompts; wrote %s",
         cfg.metric.name,
