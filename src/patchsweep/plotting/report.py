@@ -9,18 +9,24 @@ the clean run, so the effect is the drop ``1 - normalized``. Ranking a noising s
 (``dvc metrics diff`` only diffs numbers): the top sites' ``layer``/``head``/``position``
 are numeric so a diff shows when the most important site moves, not only when its value
 changes; the human-readable ``site`` string is shown by ``dvc metrics show``. A missing
-s.e.m. (one prompt) is written as ``null`` because JSON has no NaN.
+s.e.m. (one prompt) is written as ``null`` because JSON has no NaN. Attribution sweeps
+follow the exact ones, marked ``"method": "attribution"``: their ranking is the estimate's.
+The report's attribution section is built in :mod:`patchsweep.plotting.attribution_report`.
 """
 
 from __future__ import annotations
 
 import html
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from patchsweep.io import json_text, write_text
+from patchsweep.plotting.attribution import AttributionSweep, figure_stems
+from patchsweep.plotting.attribution_report import html_section, markdown_section
 from patchsweep.plotting.markup import (
     escape_md,
     format_number,
@@ -86,11 +92,30 @@ def site_label(row: pd.Series) -> str:
     return " ".join(parts)
 
 
-def top_components(sweeps: dict[str, pd.DataFrame], k: int) -> dict[str, dict]:
-    """Per sweep, the top-``k`` sites as a DVC-metrics-friendly nested dict."""
+def top_components(
+    sweeps: Mapping[str, pd.DataFrame],
+    k: int,
+    estimates: Mapping[str, pd.DataFrame] | None = None,
+) -> dict[str, dict]:
+    """Per sweep, the top-``k`` sites as a DVC-metrics-friendly nested dict.
+
+    Args:
+        sweeps: Exact sweeps by name: ``{name: {component, direction, max_abs_effect,
+            top1: {site, layer, head, position, normalized, sem, effect}, top2: …}}``.
+        k: Sites per sweep.
+        estimates: Attribution sweeps' estimates by name, listed after the exact sweeps
+            in the same layout with ``"method": "attribution"`` first: their ``top<i>``
+            are the estimate's ranking, not exact effects. Their verified exact values
+            are in the report, not here, so a metrics diff never mixes the two.
+    """
     result: dict[str, dict] = {}
-    for name, sweep in sweeps.items():
+    marked = [(name, sweep, {}) for name, sweep in sweeps.items()]
+    marked += [
+        (name, sweep, {"method": "attribution"}) for name, sweep in (estimates or {}).items()
+    ]
+    for name, sweep, marker in marked:
         entry: dict[str, object] = {
+            **marker,
             "component": str(sweep["component"].iloc[0]),
             "direction": str(sweep["direction"].iloc[0]),
             "max_abs_effect": _number(
@@ -118,9 +143,16 @@ def write_report_files(
     info: ExperimentInfo,
     style: PlotStyle,
     out_dir: Path,
+    attribution: Mapping[str, AttributionSweep] | None = None,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write the three report files; see :func:`patchsweep.plotting.write_report`."""
+    """Write the three report files; see :func:`patchsweep.plotting.write_report`.
+
+    ``attribution`` holds the table's attribution sweeps, ``checks`` the ``sweeps`` of
+    ``attribution_check.json``; a sweep in either is listed in the attribution section.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    attribution, checks = attribution or {}, checks or {}
     by_stem: dict[str, list[Path]] = {}
     for figure in figures:
         by_stem.setdefault(Path(figure).stem, []).append(Path(figure))
@@ -129,18 +161,34 @@ def write_report_files(
         sections.append(
             (name, _describe(sweep, info), top_sites(sweep, style.top_k), by_stem.pop(name, []))
         )
+    attributed = {**checks, **{n: _table_facts(a) for n, a in attribution.items()}}
+    attributed_figures = {
+        stem: by_stem.pop(stem, []) for name in attributed for stem in figure_stems(name)
+    }
     extra = sorted(by_stem.items())
+    spec = style.annotate_fmt
+    md_attribution = markdown_section(attributed, attributed_figures, spec, out_dir)
+    html_attribution = html_section(attributed, attributed_figures, spec, out_dir)
 
     md_path, html_path, json_path = (
         out_dir / REPORT_MD,
         out_dir / REPORT_HTML,
         out_dir / TOP_COMPONENTS,
     )
-    write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
-    write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
-    metrics = top_components(sweeps, style.top_k)
+    write_text(md_path, _markdown(sections, md_attribution, extra, baselines, info, style, out_dir))
+    write_text(html_path, _html(sections, html_attribution, extra, baselines, info, style, out_dir))
+    estimates = {name: sweep.estimate for name, sweep in attribution.items()}
+    metrics = top_components(sweeps, style.top_k, estimates)
     write_text(json_path, json_text(metrics, sort_keys=False))
     return [md_path, html_path, json_path]
+
+
+def _table_facts(sweep: AttributionSweep) -> dict[str, Any]:
+    """What the table says of an attribution sweep, under its check entry's own values."""
+    first = sweep.estimate.iloc[0]
+    facts = {"component": str(first["component"]), "direction": str(first["direction"])}
+    facts |= {"n_sites": len(sweep.estimate), "n_verified": len(sweep.verified)}
+    return {**facts, **sweep.check}
 
 
 def _describe(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
@@ -203,7 +251,7 @@ def _intro(baselines: dict, info: ExperimentInfo) -> str:
     )
 
 
-def _markdown(sections, extra, baselines, info, style, out_dir) -> str:
+def _markdown(sections, attribution, extra, baselines, info, style, out_dir) -> str:
     spec = style.annotate_fmt
     out = [
         f"# Activation patching — {escape_md(info.model)} on {escape_md(info.dataset)}",
@@ -229,12 +277,13 @@ def _markdown(sections, extra, baselines, info, style, out_dir) -> str:
         ]
         out += [f"| {r} | {escape_md(s)} | {v} | {m} |" for r, s, v, m in _top_rows(top, spec)]
         out += ["", *md_figures(name, figures, out_dir)]
+    out += attribution
     for stem, figures in extra:
         out += [f"## {escape_md(stem)}", "", *md_figures(stem, figures, out_dir)]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _html(sections, extra, baselines, info, style, out_dir) -> str:
+def _html(sections, attribution, extra, baselines, info, style, out_dir) -> str:
     spec, esc = style.annotate_fmt, html.escape
     title = f"Activation patching — {info.model} on {info.dataset}"
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">']
@@ -252,6 +301,7 @@ def _html(sections, extra, baselines, info, style, out_dir) -> str:
         header = ("rank", "site", "normalised ± s.e.m.", info.metric_label)
         out.append(html_table(header, _top_rows(top, spec), numeric=(0, 2, 3)))
         out += html_figures(name, figures, out_dir)
+    out += attribution
     for stem, figures in extra:
         out += [f'<h2 id="{esc(stem)}">{esc(stem)}</h2>', *html_figures(stem, figures, out_dir)]
     out += ["</body>", "</html>"]
