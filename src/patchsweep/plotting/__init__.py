@@ -13,6 +13,11 @@ The figure type follows from which index axes a sweep varies:
 
 For each direction with at least two of the resid / attn_out / mlp_out layer × position
 sweeps, ``panels_<direction>`` puts them side by side on one colour scale.
+
+An attribution sweep (rows with ``method == "attribution"``) gets none of these: it gets
+``<sweep>_vs_exact`` (estimate and exact patching side by side, in the layout above) and
+``<sweep>_scatter`` (estimate against exact per site); see
+:mod:`patchsweep.plotting.attribution`.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ matplotlib.use("Agg")  # before anything imports pyplot: stages run headless
 from patchsweep.plotting.settings import check_style  # light: compose may call it
 
 if TYPE_CHECKING:
+    from patchsweep.plotting.attribution import AttributionSweep
     from patchsweep.plotting.figures import (
         find_partner,
         render_figures,
+        split_attribution,
         split_sweeps,
         sweep_kind,
         write_report,
@@ -38,11 +45,13 @@ if TYPE_CHECKING:
     from patchsweep.plotting.style import ExperimentInfo, PlotStyle
 
 __all__ = [
+    "AttributionSweep",
     "ExperimentInfo",
     "PlotStyle",
     "check_style",
     "find_partner",
     "render_figures",
+    "split_attribution",
     "split_sweeps",
     "sweep_kind",
     "top_components",
@@ -54,10 +63,12 @@ __all__ = [
 # patchsweep.io) loads on first use, so importing check_style costs matplotlib alone.
 # Stage code imports from these modules directly: DVC deps are derived from imports.
 _LAZY = {
+    "AttributionSweep": "attribution",
     "ExperimentInfo": "style",
     "PlotStyle": "style",
     "find_partner": "figures",
     "render_figures": "figures",
+    "split_attribution": "figures",
     "split_sweeps": "figures",
     "sweep_kind": "figures",
     "write_report": "figures",

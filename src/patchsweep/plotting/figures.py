@@ -1,15 +1,28 @@
 """Render every sweep of a results table into figures, and write the report page.
 
-See :mod:`patchsweep.plotting` for which figure each kind of sweep gets.
+See :mod:`patchsweep.plotting` for which figure each kind of sweep gets. A sweep with
+``method == "attribution"`` rows is an attribution sweep: its exact rows are only the
+verified sites, so it never goes through the ordinary per-sweep figures (that would draw
+the verified sites' exact values into the estimate's grid as duplicates). It gets the
+figures of :mod:`patchsweep.plotting.attribution` instead.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from patchsweep.plotting.attribution import (
+    METHODS,
+    AttributionSweep,
+    comparison_figure,
+    figure_stems,
+    scatter_figure,
+)
 from patchsweep.plotting.heatmaps import (
     head_pos_figure,
     layer_head_figure,
@@ -35,21 +48,30 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def render_figures(
-    table: pd.DataFrame, info: ExperimentInfo, style: PlotStyle, out_dir: Path
+    table: pd.DataFrame,
+    info: ExperimentInfo,
+    style: PlotStyle,
+    out_dir: Path,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Render every sweep's figure, and the combined panels, in every format of ``style``.
 
     Args:
         table: The tidy results table, one row per patch site (read it with
-            ``keep_default_na=False`` so tokens such as ``"NA"`` survive as labels).
+            ``keep_default_na=False`` so tokens such as ``"NA"`` survive as labels). A
+            table without a ``method`` column is all exact patching.
         info: Model, dataset and metric, for titles.
         style: Sizes, fonts, colours and output formats.
-        out_dir: Created if missing; files are ``<sweep>.<fmt>`` and
-            ``panels_<direction>.<fmt>``.
+        out_dir: Created if missing; files are ``<sweep>.<fmt>``,
+            ``panels_<direction>.<fmt>``, and ``<sweep>_vs_exact.<fmt>`` and
+            ``<sweep>_scatter.<fmt>`` for each attribution sweep.
+        checks: The ``sweeps`` mapping of ``attribution_check.json`` (sweep name → its
+            check); it names the exact sweep an attribution sweep is compared with and
+            gives the correlations the scatter shows. None: no such file.
 
     Returns:
-        The written files: sweeps in table order, each in ``style.formats`` order, then the
-        combined figures.
+        The written files: exact sweeps in table order, each in ``style.formats`` order,
+        then the combined figures, then the attribution sweeps' figures in table order.
 
     Raises:
         ValueError: On a malformed table (missing columns, a sweep mixing components,
@@ -78,6 +100,10 @@ def render_figures(
             if len(chosen) >= 2:
                 fig = panels_figure(chosen, info, style)
                 paths += save_figure(fig, out_dir, f"panels_{direction}", style.formats)
+        for name, attributed in split_attribution(table, checks).items():
+            stems = figure_stems(name)
+            for stem, draw in zip(stems, (comparison_figure, scatter_figure), strict=True):
+                paths += save_figure(draw(attributed, info, style), out_dir, stem, style.formats)
     return paths
 
 
@@ -88,6 +114,7 @@ def write_report(
     info: ExperimentInfo,
     style: PlotStyle,
     out_dir: Path,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``report.md``, a self-contained ``report.html`` and ``top_components.json``.
 
@@ -100,18 +127,79 @@ def write_report(
         info: Model, dataset and metric.
         style: ``top_k`` and the number format.
         out_dir: Created if missing.
+        checks: The ``sweeps`` mapping of ``attribution_check.json``; when it has sweeps,
+            the report gains an "Attribution patching" section. None: no such file.
 
     Returns:
         The paths of ``report.md``, ``report.html`` and ``top_components.json``.
     """
-    return write_report_files(split_sweeps(table), baselines, figures, info, style, Path(out_dir))
+    return write_report_files(
+        split_sweeps(table),
+        baselines,
+        figures,
+        info,
+        style,
+        Path(out_dir),
+        attribution=split_attribution(table, checks),
+        checks=checks or {},
+    )
 
 
 def split_sweeps(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Validate the table and split it by sweep, in order of first appearance."""
+    """Validate the table and split its exact sweeps by name, in order of first appearance.
+
+    Attribution sweeps are left out (see :func:`split_attribution`): every figure and
+    ranking drawn from these sweeps may treat each row as an exactly patched site.
+    """
+    return {name: rows for name, rows in _by_name(table).items() if not _attributed(rows)}
+
+
+def split_attribution(
+    table: pd.DataFrame, checks: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, AttributionSweep]:
+    """The attribution sweeps of the table, with their ground truth, in table order.
+
+    Args:
+        table: The tidy results table.
+        checks: The ``sweeps`` mapping of ``attribution_check.json``; a sweep's
+            ``compared_with`` names the exact sweep over the same sites. An attribution
+            sweep missing from it gets an empty check (its statistics show as n/a).
+
+    Raises:
+        ValueError: As :func:`split_sweeps`, and when a figure of an attribution sweep
+            would have the file name of another sweep's figure.
+    """
+    groups, checks = _by_name(table), checks or {}
+    found = {}
+    for name, rows in groups.items():
+        if not _attributed(rows):
+            continue
+        clash = [stem for stem in figure_stems(name) if stem in groups]
+        if clash:
+            raise ValueError(
+                f"sweep {clash[0]!r} has the file name of a figure of attribution sweep "
+                f"{name!r}; rename one of them"
+            )
+        estimate = rows[rows["method"] == "attribution"].reset_index(drop=True)
+        sweep_kind(estimate)  # refuses a mix of per-head and whole-component sites
+        check = checks.get(name, {})
+        other = groups.get(check["compared_with"]) if check.get("compared_with") else None
+        reference = other if other is not None and not _attributed(other) else None
+        verified = rows[rows["method"] == "exact"].reset_index(drop=True)
+        found[name] = AttributionSweep(name, estimate, verified, reference, check)
+    return found
+
+
+def _by_name(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Validate the table and split it by sweep name (all methods), in table order."""
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"results table lacks columns {missing}")
+    if "method" not in table.columns:  # tables from before attribution patching
+        table = table.assign(method="exact")
+    unknown = sorted(set(table["method"].astype(str)) - set(METHODS))
+    if unknown:
+        raise ValueError(f"results table has methods {unknown}; expected only {list(METHODS)}")
     table = table.assign(
         position_label=table["position_label"].fillna("").astype(str),
         **{c: table[c].astype(int) for c in ("layer", "head", "position", "window")},
@@ -128,6 +216,10 @@ def split_sweeps(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             raise ValueError(f"sweep {name!r} has direction {sweep['direction'].iloc[0]!r}")
         sweeps[str(name)] = sweep
     return sweeps
+
+
+def _attributed(sweep: pd.DataFrame) -> bool:
+    return bool((sweep["method"] == "attribution").any())
 
 
 def sweep_kind(sweep: pd.DataFrame) -> str:

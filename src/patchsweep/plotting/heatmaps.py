@@ -113,6 +113,50 @@ def panels_figure(sweeps: list[pd.DataFrame], info: ExperimentInfo, style: PlotS
     return _figure(panels, title, combined, info, style, ncols=len(panels), xlabel="Position")
 
 
+def paired_figure(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    titles: tuple[str, str],
+    title: str,
+    info: ExperimentInfo,
+    style: PlotStyle,
+) -> Figure:
+    """Two tables of the same sites side by side, on one colour scale with one colorbar.
+
+    Each side keeps the layout its sweep's kind gets alone (layer × position, layer × head,
+    or layer over one "all positions" column), so the pair reads like the ordinary figure;
+    per-position head grids come as (left, right) pairs for each position. A NaN in
+    ``right`` is drawn grey: a site that was not measured, not an effect of 0.
+
+    Args:
+        left: Rows of one sweep (e.g. the attribution estimate).
+        right: The same sites, in any order (e.g. exact patching); same columns.
+        titles: Panel titles of the left and right side.
+        title: The figure's title, one line.
+        info: Model, dataset and metric, for the colorbar.
+        style: Sizes, fonts and colours.
+    """
+    by_head = bool((left["head"] >= 0).any())
+    column = "head" if by_head else "position"
+    if by_head and bool((left["position"] >= 0).any()):
+        panels = []
+        for (position, a), (_, b) in zip(
+            left.groupby("position", sort=True), right.groupby("position", sort=True), strict=True
+        ):
+            where = _position_title(int(position), str(a["position_label"].iloc[0]))
+            pair = [_grid(a, "head"), _grid(b, "head")]
+            pair[0].title, pair[1].title = f"{titles[0]}\n{where}", f"{titles[1]}\n{where}"
+            panels += pair
+        ncols = min(4, len(panels))
+    else:
+        panels = [_grid(left, column), _grid(right, column)]
+        panels[0].title, panels[1].title = titles
+        ncols = 2
+    xlabel = "Head" if by_head else ("Position" if (left["position"] >= 0).any() else "")
+    both = pd.concat([left, right], ignore_index=True)
+    return _figure(panels, title, both, info, style, ncols=ncols, xlabel=xlabel, lines=[title])
+
+
 def select_panel_sweeps(grids: dict[str, pd.DataFrame], direction: str) -> list[pd.DataFrame]:
     """The layer × position sweeps of ``direction`` for the combined figure, one per component.
 
@@ -199,8 +243,12 @@ def _figure(
     style: PlotStyle,
     ncols: int,
     xlabel: str,
+    lines: list[str] | None = None,
 ) -> Figure:
-    """Lay out the panels, one shared symmetric colour scale and one labelled colorbar."""
+    """Lay out the panels, one shared symmetric colour scale and one labelled colorbar.
+
+    ``lines`` replaces the default title lines (title, metric, direction, s.e.m.).
+    """
     geo = _geometry(panels, style, ncols)
     nrows = -(-len(panels) // ncols)
     fs = style.font_size
@@ -210,7 +258,7 @@ def _figure(
     panel_h = len(panels[0].row_labels) * geo.row_h
     width = max(style.width, sum(widths) * geo.col_w + 0.45 * ncols + 1.6)
     direction = str(sweep["direction"].iloc[0])
-    lines = [
+    lines = lines or [
         title,
         metric_line(info),
         DIRECTION_HOW.get(direction, direction),
@@ -218,7 +266,7 @@ def _figure(
     ]
     text = wrap_title(lines, width, fs)
     title_h = (text.count("\n") + 1) * 1.35 * (fs + 1) / 72
-    panel_titles = 0.25 if any(p.title for p in panels) else 0.0
+    panel_titles = 0.25 * max(p.title.count("\n") + 1 if p.title else 0 for p in panels)
     height = max(style.height, nrows * (panel_h + tick_h + 0.5 + panel_titles) + title_h + 0.2)
 
     fig = Figure(figsize=(width, height), layout="constrained")

@@ -9,21 +9,31 @@ the clean run, so the effect is the drop ``1 - normalized``. Ranking a noising s
 (``dvc metrics diff`` only diffs numbers): the top sites' ``layer``/``head``/``position``
 are numeric so a diff shows when the most important site moves, not only when its value
 changes; the human-readable ``site`` string is shown by ``dvc metrics show``. A missing
-s.e.m. (one prompt) is written as ``null`` because JSON has no NaN.
+s.e.m. (one prompt) is written as ``null`` because JSON has no NaN. Attribution sweeps
+follow the exact ones, marked ``"method": "attribution"``: their ranking is the estimate's.
+The report's attribution section is built in :mod:`patchsweep.plotting.attribution_report`.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import math
-import os
-import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from patchsweep.io import json_text, staged, write_text
+from patchsweep.io import json_text, write_text
+from patchsweep.plotting.attribution import AttributionSweep, figure_stems
+from patchsweep.plotting.attribution_report import html_section, markdown_section
+from patchsweep.plotting.markup import (
+    escape_md,
+    format_number,
+    html_figures,
+    html_table,
+    md_figures,
+)
 from patchsweep.plotting.style import (
     DIRECTION_VERBS,
     ExperimentInfo,
@@ -82,11 +92,30 @@ def site_label(row: pd.Series) -> str:
     return " ".join(parts)
 
 
-def top_components(sweeps: dict[str, pd.DataFrame], k: int) -> dict[str, dict]:
-    """Per sweep, the top-``k`` sites as a DVC-metrics-friendly nested dict."""
+def top_components(
+    sweeps: Mapping[str, pd.DataFrame],
+    k: int,
+    estimates: Mapping[str, pd.DataFrame] | None = None,
+) -> dict[str, dict]:
+    """Per sweep, the top-``k`` sites as a DVC-metrics-friendly nested dict.
+
+    Args:
+        sweeps: Exact sweeps by name: ``{name: {component, direction, max_abs_effect,
+            top1: {site, layer, head, position, normalized, sem, effect}, top2: …}}``.
+        k: Sites per sweep.
+        estimates: Attribution sweeps' estimates by name, listed after the exact sweeps
+            in the same layout with ``"method": "attribution"`` first: their ``top<i>``
+            are the estimate's ranking, not exact effects. Their verified exact values
+            are in the report, not here, so a metrics diff never mixes the two.
+    """
     result: dict[str, dict] = {}
-    for name, sweep in sweeps.items():
+    marked = [(name, sweep, {}) for name, sweep in sweeps.items()]
+    marked += [
+        (name, sweep, {"method": "attribution"}) for name, sweep in (estimates or {}).items()
+    ]
+    for name, sweep, marker in marked:
         entry: dict[str, object] = {
+            **marker,
             "component": str(sweep["component"].iloc[0]),
             "direction": str(sweep["direction"].iloc[0]),
             "max_abs_effect": _number(
@@ -114,9 +143,16 @@ def write_report_files(
     info: ExperimentInfo,
     style: PlotStyle,
     out_dir: Path,
+    attribution: Mapping[str, AttributionSweep] | None = None,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """Write the three report files; see :func:`patchsweep.plotting.write_report`."""
+    """Write the three report files; see :func:`patchsweep.plotting.write_report`.
+
+    ``attribution`` holds the table's attribution sweeps, ``checks`` the ``sweeps`` of
+    ``attribution_check.json``; a sweep in either is listed in the attribution section.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    attribution, checks = attribution or {}, checks or {}
     by_stem: dict[str, list[Path]] = {}
     for figure in figures:
         by_stem.setdefault(Path(figure).stem, []).append(Path(figure))
@@ -125,18 +161,34 @@ def write_report_files(
         sections.append(
             (name, _describe(sweep, info), top_sites(sweep, style.top_k), by_stem.pop(name, []))
         )
+    attributed = {**checks, **{n: _table_facts(a) for n, a in attribution.items()}}
+    attributed_figures = {
+        stem: by_stem.pop(stem, []) for name in attributed for stem in figure_stems(name)
+    }
     extra = sorted(by_stem.items())
+    spec = style.annotate_fmt
+    md_attribution = markdown_section(attributed, attributed_figures, spec, out_dir)
+    html_attribution = html_section(attributed, attributed_figures, spec, out_dir)
 
     md_path, html_path, json_path = (
         out_dir / REPORT_MD,
         out_dir / REPORT_HTML,
         out_dir / TOP_COMPONENTS,
     )
-    write_text(md_path, _markdown(sections, extra, baselines, info, style, out_dir))
-    write_text(html_path, _html(sections, extra, baselines, info, style, out_dir))
-    metrics = top_components(sweeps, style.top_k)
+    write_text(md_path, _markdown(sections, md_attribution, extra, baselines, info, style, out_dir))
+    write_text(html_path, _html(sections, html_attribution, extra, baselines, info, style, out_dir))
+    estimates = {name: sweep.estimate for name, sweep in attribution.items()}
+    metrics = top_components(sweeps, style.top_k, estimates)
     write_text(json_path, json_text(metrics, sort_keys=False))
     return [md_path, html_path, json_path]
+
+
+def _table_facts(sweep: AttributionSweep) -> dict[str, Any]:
+    """What the table says of an attribution sweep, under its check entry's own values."""
+    first = sweep.estimate.iloc[0]
+    facts = {"component": str(first["component"]), "direction": str(first["direction"])}
+    facts |= {"n_sites": len(sweep.estimate), "n_verified": len(sweep.verified)}
+    return {**facts, **sweep.check}
 
 
 def _describe(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
@@ -158,13 +210,6 @@ def _number(value: object) -> float | None:
     return round(number, 4) if math.isfinite(number) else None
 
 
-def _fmt(value: object, spec: str) -> str:
-    if value is None:  # JSON's stand-in for NaN (an s.e.m. over one prompt)
-        return "n/a"
-    number = float(value)  # type: ignore[arg-type]
-    return format(number, spec) if math.isfinite(number) else "n/a"
-
-
 def _accuracy(value: object) -> str:
     if value is None or not math.isfinite(float(value)):  # type: ignore[arg-type]
         return "n/a"
@@ -174,8 +219,9 @@ def _accuracy(value: object) -> str:
 def _baseline_rows(baselines: dict, spec: str) -> list[tuple[str, str, str]]:
     rows = []
     for run in ("clean", "corrupted"):
-        mean, sem = baselines.get(run, math.nan), baselines.get(f"{run}_sem", math.nan)
-        value = _fmt(mean, spec) + ("" if _fmt(sem, spec) == "n/a" else f" ± {_fmt(sem, spec)}")
+        mean = format_number(baselines.get(run, math.nan), spec)
+        sem = format_number(baselines.get(f"{run}_sem", math.nan), spec)
+        value = mean + ("" if sem == "n/a" else f" ± {sem}")
         rows.append((run, value, _accuracy(baselines.get(f"{run}_accuracy"))))
     return rows
 
@@ -184,15 +230,15 @@ def _gap(baselines: dict, spec: str) -> str:
     gap = float(baselines.get("clean", math.nan)) - float(baselines.get("corrupted", math.nan))
     n = baselines.get("n_prompts", "n/a")
     unit = "the unit of the normalised scale"
-    return f"Prompts: {n}. Clean − corrupted gap ({unit}): {_fmt(gap, spec)}."
+    return f"Prompts: {n}. Clean − corrupted gap ({unit}): {format_number(gap, spec)}."
 
 
 def _top_rows(top: pd.DataFrame, spec: str) -> list[tuple[str, str, str, str]]:
     rows = []
     for rank, row in top.iterrows():
-        sem = _fmt(row["sem"], spec)
-        value = _fmt(row["normalized"], spec) + ("" if sem == "n/a" else f" ± {sem}")
-        rows.append((str(rank + 1), site_label(row), value, _fmt(row["metric"], spec)))
+        sem = format_number(row["sem"], spec)
+        value = format_number(row["normalized"], spec) + ("" if sem == "n/a" else f" ± {sem}")
+        rows.append((str(rank + 1), site_label(row), value, format_number(row["metric"], spec)))
     return rows
 
 
@@ -205,49 +251,39 @@ def _intro(baselines: dict, info: ExperimentInfo) -> str:
     )
 
 
-def _markdown(sections, extra, baselines, info, style, out_dir) -> str:
+def _markdown(sections, attribution, extra, baselines, info, style, out_dir) -> str:
     spec = style.annotate_fmt
     out = [
-        f"# Activation patching — {_md(info.model)} on {_md(info.dataset)}",
+        f"# Activation patching — {escape_md(info.model)} on {escape_md(info.dataset)}",
         "",
-        _md(_intro(baselines, info)),
+        escape_md(_intro(baselines, info)),
         "",
     ]
     out += [
         "## Baselines",
         "",
-        f"| run | {_md(info.metric_label)} (mean ± s.e.m.) | accuracy |",
+        f"| run | {escape_md(info.metric_label)} (mean ± s.e.m.) | accuracy |",
         "|---|---:|---:|",
     ]
     out += [f"| {run} | {value} | {acc} |" for run, value, acc in _baseline_rows(baselines, spec)]
-    out += ["", _md(_gap(baselines, spec)), ""]
+    out += ["", escape_md(_gap(baselines, spec)), ""]
     for name, description, top, figures in sections:
-        out += [f"## {_md(name)}", "", _md(description) + ".", ""]
+        out += [f"## {escape_md(name)}", "", escape_md(description) + ".", ""]
         out += [
             f"Top {len(top)} sites:",
             "",
-            f"| rank | site | normalised ± s.e.m. | {_md(info.metric_label)} |",
+            f"| rank | site | normalised ± s.e.m. | {escape_md(info.metric_label)} |",
             "|---:|---|---:|---:|",
         ]
-        out += [f"| {r} | {_md(s)} | {v} | {m} |" for r, s, v, m in _top_rows(top, spec)]
-        out += ["", *_md_figures(name, figures, out_dir)]
+        out += [f"| {r} | {escape_md(s)} | {v} | {m} |" for r, s, v, m in _top_rows(top, spec)]
+        out += ["", *md_figures(name, figures, out_dir)]
+    out += attribution
     for stem, figures in extra:
-        out += [f"## {_md(stem)}", "", *_md_figures(stem, figures, out_dir)]
+        out += [f"## {escape_md(stem)}", "", *md_figures(stem, figures, out_dir)]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _md_figures(name: str, figures: list[Path], out_dir: Path) -> list[str]:
-    pngs = [f for f in figures if f.suffix == ".png"]
-    lines = [f"![{_md(name)}]({_relative(f, out_dir)})" for f in pngs]
-    others = [
-        f"[{f.suffix[1:].upper()}]({_relative(f, out_dir)})" for f in figures if f.suffix != ".png"
-    ]
-    if others:
-        lines.append(("Also as: " if pngs else "Figure: ") + ", ".join(others))
-    return [*lines, ""] if lines else []
-
-
-def _html(sections, extra, baselines, info, style, out_dir) -> str:
+def _html(sections, attribution, extra, baselines, info, style, out_dir) -> str:
     spec, esc = style.annotate_fmt, html.escape
     title = f"Activation patching — {info.model} on {info.dataset}"
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">']
@@ -258,58 +294,15 @@ def _html(sections, extra, baselines, info, style, out_dir) -> str:
         "<h2>Baselines</h2>",
     ]
     header = ("run", f"{info.metric_label} (mean ± s.e.m.)", "accuracy")
-    out.append(_html_table(header, _baseline_rows(baselines, spec), numeric=(1, 2)))
+    out.append(html_table(header, _baseline_rows(baselines, spec), numeric=(1, 2)))
     out.append(f"<p>{esc(_gap(baselines, spec))}</p>")
     for name, description, top, figures in sections:
         out += [f'<h2 id="{esc(name)}">{esc(name)}</h2>', f"<p>{esc(description)}.</p>"]
         header = ("rank", "site", "normalised ± s.e.m.", info.metric_label)
-        out.append(_html_table(header, _top_rows(top, spec), numeric=(0, 2, 3)))
-        out += _html_figures(name, figures, out_dir)
+        out.append(html_table(header, _top_rows(top, spec), numeric=(0, 2, 3)))
+        out += html_figures(name, figures, out_dir)
+    out += attribution
     for stem, figures in extra:
-        out += [f'<h2 id="{esc(stem)}">{esc(stem)}</h2>', *_html_figures(stem, figures, out_dir)]
+        out += [f'<h2 id="{esc(stem)}">{esc(stem)}</h2>', *html_figures(stem, figures, out_dir)]
     out += ["</body>", "</html>"]
     return "\n".join(out) + "\n"
-
-
-def _html_table(
-    header: tuple[str, ...], rows: list[tuple[str, ...]], numeric: tuple[int, ...]
-) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(
-            f'<td class="num">{html.escape(c)}</td>'
-            if i in numeric
-            else f"<td>{html.escape(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(body) + "\n</table>"
-
-
-def _html_figures(name: str, figures: list[Path], out_dir: Path) -> list[str]:
-    """PNGs embedded as data URIs; vector versions linked by relative path, never by URL."""
-    out = []
-    for figure in figures:
-        if figure.suffix == ".png":
-            # staged: inside publish_together the new PNG is still a temporary
-            data = base64.b64encode(staged(figure).read_bytes()).decode("ascii")
-            out.append(f'<p><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"></p>')
-    links = [
-        f'<a href="{html.escape(_relative(f, out_dir))}">{f.suffix[1:].upper()}</a>'
-        for f in figures
-        if f.suffix != ".png"
-    ]
-    if links:
-        out.append(f'<p class="note">Vector versions beside this report: {", ".join(links)}</p>')
-    return out
-
-
-def _relative(path: Path, out_dir: Path) -> str:
-    return Path(os.path.relpath(path, out_dir)).as_posix()
-
-
-def _md(text: str) -> str:
-    """Escape Markdown syntax in tokens and names; ``_`` inside a word needs none."""
-    text = re.sub(r"([\\`*\[\]<>|#])", r"\\\1", text)
-    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)

@@ -25,6 +25,18 @@ def plot_style(cfg: PlotConfig):
     return PlotStyle(**fields)
 
 
+def attribution_checks(exp: ExperimentPaths) -> dict[str, dict]:
+    """The ``sweeps`` of ``attribution_check.json`` beside the results table.
+
+    Normalize writes the file for every experiment; a missing one (a results folder from
+    before attribution patching) means there are no attribution sweeps.
+    """
+    from patchsweep.plotting.attribution import ATTRIBUTION_CHECK
+
+    path = exp.table.parent / ATTRIBUTION_CHECK
+    return dict(read_json(path).get("sweeps") or {}) if path.is_file() else {}
+
+
 def run(exp: ExperimentPaths) -> None:
     """Render every figure into ``figures/`` and write report.md, report.html.
 
@@ -42,12 +54,13 @@ def run(exp: ExperimentPaths) -> None:
     check_style(cfg.plot)
     table = read_csv(exp.table)
     baselines = read_json(exp.baselines)
+    checks = attribution_checks(exp)
     info = ExperimentInfo(model=cfg.model.name, dataset=cfg.dataset.name, metric=cfg.metric.name)
     style = plot_style(cfg.plot)
     reports = [exp.results / name for name in (REPORT_MD, REPORT_HTML, TOP_COMPONENTS)]
     with publish_together(exp.figures, *reports):
-        figures = render_figures(table, info, style, exp.figures)
-        written = write_report(table, baselines, figures, info, style, exp.results)
+        figures = render_figures(table, info, style, exp.figures, checks)
+        written = write_report(table, baselines, figures, info, style, exp.results, checks)
     log.info(
         "wrote %d figures to %s and %s",
         len(figures),
