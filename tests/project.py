@@ -67,13 +67,15 @@ def write_params(root: Path, models: list[str], datasets: list[str], sweeps: lis
     """Point conf/experiments/params.yaml at these models × datasets × sweeps and write
     params.yaml as DVC's Hydra mode composes it (``model``/``dataset``: one key each)."""
     defaults = [{"model": models}, {"dataset": datasets}, "_self_"]
+    # no attribution sweeps: dvc.yaml's attribute and verify matrices are empty
+    own = {"sweep": sweeps, "attributed": {}, "attribution_sweep": []}
     (root / EXPERIMENTS / "params.yaml").write_text(
-        yaml.safe_dump({"defaults": defaults, "sweep": sweeps}, sort_keys=False)
+        yaml.safe_dump({"defaults": defaults, **own}, sort_keys=False)
     )
     composed = {
         "model": dict.fromkeys(models, True),
         "dataset": dict.fromkeys(datasets, True),
-        "sweep": sweeps,
+        **own,
     }
     (root / "params.yaml").write_text(yaml.safe_dump(composed, sort_keys=False))
 

@@ -301,6 +301,7 @@ def attribution_reference(
         acts, patterns, base = _target_readings(
             hf, arch, watched, target, metric, (correct, incorrect, read_at)
         )
+        sources: dict[int, torch.Tensor] = {}  # the source run's activation, by layer
         for s in range(len(sites)):
             layer0, head, pos = (
                 int(sites.layers[s]),
@@ -311,14 +312,18 @@ def attribution_reference(
             total = 0.0
             for layer in range(layer0, min(layer0 + sites.window, n_layers)):
                 if component == "pattern":
-                    src = _source_pattern(hf, layer, source)[head]
+                    if layer not in sources:
+                        sources[layer] = _source_pattern(hf, layer, source)
+                    src = sources[layer][head]
                     tgt = patterns[layer][0, head].detach()
                     grad = patterns[layer].grad[0, head]
                     total += float(((src - tgt) * grad)[list(rows)].sum())
                     continue
                 _, point = _hook_module(hf, arch, component, layer)
                 point = dataclasses.replace(point, index=None)  # acts hold the element
-                src_full = _activation(hf, arch, component, layer, source)  # (T, width)
+                if layer not in sources:
+                    sources[layer] = _activation(hf, arch, component, layer, source)
+                src_full = sources[layer]  # (T, width)
                 tgt_full = select(acts[layer].detach(), point, (1, n))[0]
                 grad_full = select(acts[layer].grad, point, (1, n))[0]
                 width = src_full.shape[-1] // n_heads

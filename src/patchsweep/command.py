@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--layers", type=int, nargs="+", help="layers to sweep (default: all)")
     sw.add_argument("--heads", type=int, nargs="+", help="heads to sweep (default: all)")
     sw.add_argument("--window", type=int, default=1, help="consecutive layers per patch")
+    sw.add_argument(
+        "--method",
+        default="exact",
+        help="exact | attribution (a gradient estimate of every site: one forward and one "
+        "backward pass per chunk of prompts)",
+    )
     sw.add_argument("--n-pairs", type=int, default=32, help="pairs a generator makes")
     sw.add_argument("--seed", type=int, default=0, help="generator seed")
     sw.add_argument("--metric", help="override the dataset's own metric")
@@ -116,6 +122,7 @@ def _sweep(ns: argparse.Namespace) -> int:
         "layers": ns.layers,
         "heads": ns.heads,
         "window": ns.window,
+        "method": ns.method,
     }
     table = api.sweep(model, prompts, spec, metric=ns.metric, per_prompt=ns.per_prompt)
     write_csv(Path(ns.output), table)

@@ -108,6 +108,24 @@ def test_sweep_keys_as_keywords_and_one_capture_for_several(organism):
     assert one.attrs["baselines"]["n_prompts"] == 6
 
 
+def test_attribution_and_exact_tables_join_on_the_method_column(organism):
+    import patchsweep as ps
+
+    prompts = ps.load_prompts("ioi", organism, n_pairs=6, corruption="swap")
+    runs = ps.capture_runs(organism, prompts, ["z"], progress=False)
+    spec = {"component": "z", "positions": "all"}
+    exact = ps.sweep(organism, prompts, spec, runs=runs, engine={"progress": False})
+    estimate = ps.sweep(organism, prompts, {**spec, "method": "attribution"}, runs=runs,
+                        engine={"progress": False})  # fmt: skip
+    assert set(exact["method"]) == {"exact"} and set(estimate["method"]) == {"attribution"}
+    both = exact.merge(estimate, on=["layer", "head", "position"], suffixes=("", "_atp"))
+    assert len(both) == len(exact) == 8  # 2 layers × 4 heads
+    # the organism's one important head is the top of both rankings
+    top = both.loc[both["normalized"].abs().idxmax()]
+    assert both["normalized_atp"].abs().idxmax() == both["normalized"].abs().idxmax()
+    assert (top["layer"], top["head"]) == (0, 2)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

@@ -52,7 +52,12 @@ def test_every_config_has_its_one_line_stub(group):
         f"{EXPERIMENTS}/{group}/<name>.yaml for each conf/{group}/<name>.yaml"
     )
     for name, path in stubs.items():
-        assert yaml.safe_load(path.read_text()) == {name: True}, path
+        stub = yaml.safe_load(path.read_text())
+        if group == "dataset" and "attributed" in stub:  # it also runs attribution sweeps
+            assert path.read_text().startswith("# @package _global_\n"), path
+            assert stub == {"dataset": {name: True}, "attributed": {name: True}}, path
+        else:
+            assert stub == {name: True}, path
 
 
 def test_params_yaml_is_dvcs_composition_of_conf_experiments(tmp_path):
@@ -67,11 +72,15 @@ def test_composed_params_list_every_default_dataset_once(tmp_path):
     params = yaml.safe_load(dvc_composition(REPO, tmp_path / "params.yaml"))
     defaults = yaml.safe_load((REPO / EXPERIMENTS / "params.yaml").read_text())["defaults"]
     listed = {group: names for d in defaults if isinstance(d, dict) for group, names in d.items()}
-    assert list(params) == ["model", "dataset", "sweep"]
+    assert list(params) == ["model", "dataset", "attributed", "sweep", "attribution_sweep"]
+    assert set(params["attributed"]) <= set(params["dataset"])
     for group in GROUPS:
         assert list(params[group]) == listed[group]  # dvc.yaml's matrix iterates these keys
     defined = yaml.safe_load((REPO / "conf" / "sweep" / "default.yaml").read_text())
     assert set(params["sweep"]) <= set(defined)  # the file is `@package sweeps`
+    for entry in params["attribution_sweep"]:  # each checked against a listed exact sweep
+        assert defined[entry["name"]]["method"] == "attribution"
+        assert entry["exact"] in params["sweep"]
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from patchsweep.capture import add_embedding_delta
+from patchsweep.checkpoint import Checkpoint
 from patchsweep.component_types import COMPONENT_TYPES, is_headed
 from patchsweep.components import Dimensions, HookPoint, prepare, read_raw, resolve, select
 from patchsweep.engine.accounting import PassShape, record_pass
@@ -103,6 +104,7 @@ def run_attribution(
     max_batch: int = 256,
     progress: bool = True,
     desc: str = "attribute",
+    checkpoint: Checkpoint | None = None,
 ) -> Attribution:
     """Estimate every site's patched metric from gradients in the target run.
 
@@ -120,26 +122,33 @@ def run_attribution(
         max_batch: Upper bound on prompts per pass.
         progress: Show a progress bar.
         desc: The progress bar's label.
+        checkpoint: Where finished chunks of prompts are saved as the sweep goes, and
+            read back from when a killed sweep is run again.
     """
-    n_prompts = int(inputs.lengths.shape[0])
-    metric_out = torch.full((len(sites), n_prompts), float("nan"))
-    target_out = torch.full((n_prompts,), float("nan"))
-    drop_out = torch.full_like(metric_out, float("nan")) if grad_drop else None
+    n_prompts, n_sites = int(inputs.lengths.shape[0]), len(sites)
+    # One (S + 1 [+ S], N) table: each site's estimate, the target metric, and the
+    # GradDrop scores, so that a checkpoint holds all of a finished chunk at once.
+    rows = 2 * n_sites + 1 if grad_drop else n_sites + 1
+    table = torch.full((rows, n_prompts), float("nan"))
+    done = checkpoint.resume(table) if checkpoint else torch.zeros(table.shape, dtype=torch.bool)
     passes = {"forward": 0, "backward": 0}
     fix = qk_fix and component in QK_COMPONENTS
+    n_layers = model.dims.n_layers
     bar = tqdm(total=n_prompts, desc=desc, unit="prompt", disable=not progress, leave=False)
     with _frozen_weights(model):
         for chunk in prompt_chunks(model.dims, inputs.lengths, budget_mb, max_batch):
+            bar.update(len(chunk))
+            if bool(done[:, chunk].all()):
+                continue  # finished before the sweep was interrupted
             length = int(inputs.lengths[chunk[0]])
-            n_layers = model.dims.n_layers
             contrib, target = _contributions(
                 model, component, inputs, chunk, metric, fix, range(n_layers)
             )
             passes["forward"] += 1
             passes["backward"] += 1
-            metric_out[:, chunk] = target[None] + site_estimates(contrib, sites, chunk, length)
-            target_out[chunk] = target
-            if drop_out is not None:
+            table[:n_sites, chunk] = target[None] + site_estimates(contrib, sites, chunk, length)
+            table[n_sites, chunk] = target
+            if grad_drop:
                 scores = []
                 for cut in range(n_layers):
                     cut_contrib, ran = _with_layer_cut(
@@ -148,10 +157,13 @@ def run_attribution(
                     passes["forward"] += ran
                     passes["backward"] += ran
                     scores.append(site_estimates(cut_contrib, sites, chunk, length).abs())
-                drop_out[:, chunk] = torch.stack(scores).sum(0) / max(n_layers - 1, 1)
-            bar.update(len(chunk))
+                table[n_sites + 1 :, chunk] = torch.stack(scores).sum(0) / max(n_layers - 1, 1)
+            done[:, chunk] = True
+            if checkpoint:
+                checkpoint.save(table, done)
     bar.close()
-    return Attribution(metric_out, target_out, drop_out, passes)
+    drop = table[n_sites + 1 :] if grad_drop else None
+    return Attribution(table[:n_sites], table[n_sites], drop, passes)
 
 
 def site_estimates(

@@ -77,8 +77,7 @@ def run_sweep(
     """Patch every site of ``sweep`` in every prompt; the raw metric per site × prompt.
 
     An attribution sweep (``method: attribution``) estimates the same table from
-    gradients instead (:mod:`patchsweep.engine.attribution`); it keeps no checkpoint,
-    being a few passes long.
+    gradients instead (:mod:`patchsweep.engine.attribution`).
     """
     if sweep.method == "attribution":
         check_attribution(model, sweep.component, sweep.qk_fix, name)
@@ -106,6 +105,7 @@ def run_sweep(
             max_batch=engine.max_batch,
             progress=engine.progress,
             desc=desc or f"attribute {name}",
+            checkpoint=checkpoint,
         )
         table = tidy_table(name, sweep, sites, estimate.metric)
         if estimate.grad_drop is not None:

@@ -187,3 +187,29 @@ def test_a_remote_model_gives_the_same_estimate(setup):
     remote = dataclasses.replace(model, remote=True, remote_target="local")
     _, sent = attribute(remote, pairs, runs, "k", "denoise", "labels")
     torch.testing.assert_close(sent.metric, local.metric, atol=1e-6, rtol=0)
+
+
+def test_a_killed_attribution_sweep_resumes_from_its_checkpoint(setup, tmp_path):
+    """Finished chunks of prompts are kept; only the others are run again."""
+    from patchsweep.checkpoint import Checkpoint
+
+    model, pairs, runs = setup
+    path = tmp_path / "atp.safetensors"
+    _, full = attribute(model, pairs, runs, "z", "denoise", "labels", max_batch=1,
+                        checkpoint=Checkpoint(path, "k", every_s=0))  # fmt: skip
+    assert full.passes["forward"] == pairs.n_pairs
+    # as if killed after the first prompt: its column done, marked so it can be told apart
+    saved = Checkpoint(path, "k")
+    table = torch.full((len(full.metric) + 1, pairs.n_pairs), float("nan"))
+    done = saved.resume(table)
+    done[:, 1:] = False
+    table[:-1, 0] = 123.0
+    saved.save(table, done, force=True)
+    _, resumed = attribute(model, pairs, runs, "z", "denoise", "labels", max_batch=1,
+                           checkpoint=Checkpoint(path, "k"))  # fmt: skip
+    assert resumed.passes["forward"] == pairs.n_pairs - 1
+    assert bool((resumed.metric[:, 0] == 123.0).all())
+    torch.testing.assert_close(resumed.metric[:, 1:], full.metric[:, 1:], atol=1e-6, rtol=0)
+    _, other = attribute(model, pairs, runs, "z", "denoise", "labels", max_batch=1,
+                         checkpoint=Checkpoint(path, "another sweep"))  # fmt: skip
+    torch.testing.assert_close(other.metric, full.metric, atol=1e-6, rtol=0)
