@@ -33,7 +33,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from patchsweep.baselines import experiment_baselines
+from patchsweep.baselines import experiment_baselines, prompt_anchors
 from patchsweep.capture import DEFAULT_CAPTURE, capture_run
 from patchsweep.config import (
     Config,
@@ -41,8 +41,10 @@ from patchsweep.config import (
     EngineConfig,
     ModelConfig,
     NoiseConfig,
+    StatsConfig,
     SweepConfig,
     validate,
+    validate_stats,
 )
 from patchsweep.datasets.base import PromptPair
 from patchsweep.datasets.explicit import pairs_from_config
@@ -227,6 +229,7 @@ def sweep(
     runs: Runs | None = None,
     metric: str | None = None,
     engine: EngineConfig | Mapping[str, Any] | None = None,
+    stats: StatsConfig | Mapping[str, Any] | None = None,
     per_prompt: bool = False,
     **keys: Any,
 ) -> pd.DataFrame:
@@ -242,6 +245,7 @@ def sweep(
         runs: Activations from :func:`capture_runs`; captured here when not given.
         metric: Overrides the dataset's metric.
         engine: Batching: memory_budget_mb, max_batch, progress.
+        stats: Error bars: normalization (per_prompt | dataset), ci, bootstrap, seed.
         per_prompt: Return the per-prompt table (``per_prompt.csv``) instead.
 
     Returns:
@@ -254,6 +258,8 @@ def sweep(
         if isinstance(engine, EngineConfig)
         else _structured(EngineConfig, engine or {}, "engine")
     )
+    stats_cfg = _structured(StatsConfig, stats or {}, "stats")
+    validate_stats(stats_cfg)
     metric_name = metric or prompts.metric
     _validate(model, prompts, sweeps, metric_name, engine_cfg)
     ensure_project_importable()  # a module:function metric is found from the working folder
@@ -270,7 +276,8 @@ def sweep(
     baselines = experiment_baselines(
         prompts.tokens, dict(runs.final_logits), metric_name, model.name, prompts.name
     )
-    table, prompt_table = results_tables(raw, baselines)
+    anchors = prompt_anchors(prompts.tokens, dict(runs.final_logits), metric_name)
+    table, prompt_table = results_tables(raw, anchors, stats_cfg)
     out = prompt_table if per_prompt else table
     out.attrs.update(
         baselines=baselines, model=model.name, dataset=prompts.name, metric=metric_name
