@@ -23,7 +23,14 @@ def test_pipeline_writes_tidy_results_and_baselines(project):
         "metric",
         "normalized",
         "sem",
+        "ci_low",
+        "ci_high",
+        "normalization",
     } <= set(table.columns)
+    assert set(table["normalization"]) == {"per_prompt"}
+    # each prompt restored to its own clean run: paired effects are exactly 1, no spread
+    assert (table.ci_low <= table.normalized + 1e-9).all()
+    assert (table.normalized <= table.ci_high + 1e-9).all()
     assert set(table["sweep"]) == {"resid_layer", "resid_layer_pos", "head"}
     # 2 layers × (14 positions) for resid_layer_pos; labels are the prompt's named slots
     by_pos = table[table.sweep == "resid_layer_pos"]
