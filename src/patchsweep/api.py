@@ -10,7 +10,9 @@ Four calls cover what a DVC experiment does, on data held in memory::
     ps.plot(table, "figures/")                             # the pipeline's figures
 
 ``sweep`` returns the tidy table of ``results.csv`` (one row per site: raw metric,
-normalised effect, s.e.m., prompts). It goes through the same functions as the stages:
+normalised effect, s.e.m., prompts, bootstrap interval, normalisation; ``stats=`` takes
+the keys of ``conf/stats/``, with the same defaults). It goes through the same functions
+as the stages:
 :func:`patchsweep.prompts.prepare_pairs` (tokenize), :func:`patchsweep.capture.capture_run`
 (capture), :func:`patchsweep.engine.sweep.run_sweep` (patch) and
 :func:`patchsweep.normalize.results_tables` (normalize), so a notebook and ``dvc repro``
@@ -250,7 +252,8 @@ def sweep(
 
     Returns:
         One row per site (or site × prompt), with the sweep's name in ``sweep``; the
-        baselines (clean and corrupted metric) in ``.attrs["baselines"]``.
+        baselines (clean and corrupted metric, the normalisation and the prompts it left
+        out: ``baselines.json``) in ``.attrs["baselines"]``.
     """
     sweeps = _sweeps(spec, keys)
     engine_cfg = (
@@ -277,10 +280,13 @@ def sweep(
         prompts.tokens, dict(runs.final_logits), metric_name, model.name, prompts.name
     )
     anchors = prompt_anchors(prompts.tokens, dict(runs.final_logits), metric_name)
-    table, prompt_table = results_tables(raw, anchors, stats_cfg)
+    table, prompt_table, normalization = results_tables(raw, anchors, stats_cfg)
     out = prompt_table if per_prompt else table
     out.attrs.update(
-        baselines=baselines, model=model.name, dataset=prompts.name, metric=metric_name
+        baselines={**baselines, **normalization},
+        model=model.name,
+        dataset=prompts.name,
+        metric=metric_name,
     )
     return out
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from patchsweep.columns import SITE_KEYS
 from patchsweep.config import StatsConfig
 from patchsweep.errors import DataError
 from patchsweep.normalize import Anchors, bootstrap_ci, results_tables
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def raw_table(metric: np.ndarray) -> pd.DataFrame:
@@ -68,8 +74,8 @@ def test_bootstrap_matches_a_loop_over_resamples():
 
 def test_paired_intervals_are_narrower_where_the_baseline_varies():
     anchors, metric = varying_baselines()
-    paired, _ = results_tables(raw_table(metric), anchors, StatsConfig())
-    unpaired, _ = results_tables(raw_table(metric), anchors, StatsConfig(normalization="dataset"))
+    paired = results_tables(raw_table(metric), anchors, StatsConfig()).table
+    unpaired = results_tables(raw_table(metric), anchors, StatsConfig("dataset")).table
     # a constant fraction per prompt: paired effects are exact and their interval a point
     assert paired["normalized"].to_numpy() == pytest.approx([0.0, 0.25, 0.5, 1.0])
     paired_width = (paired["ci_high"] - paired["ci_low"]).to_numpy()
@@ -79,9 +85,33 @@ def test_paired_intervals_are_narrower_where_the_baseline_varies():
     assert (paired["sem"] < unpaired["sem"]).all()
 
 
+def test_a_no_effect_site_has_a_much_narrower_paired_interval():
+    """A site that restores nothing, up to a little noise (2% of each prompt's own gap),
+    on prompts whose baselines vary a lot: anchored at the dataset means, every prompt's
+    corrupted metric lands in the error bar; paired, only the noise does."""
+    anchors, _ = varying_baselines(n=40)
+    gap = anchors.clean - anchors.corrupted
+    noise = np.random.default_rng(5).normal(0.0, 0.02, gap.size)
+    noise -= noise.mean()  # no effect on average: the paired mean is exactly 0
+    metric = (anchors.corrupted + noise * gap)[None, :]
+    paired = results_tables(raw_table(metric), anchors).table.iloc[0]
+    unpaired = results_tables(raw_table(metric), anchors, StatsConfig("dataset")).table.iloc[0]
+    for row in (paired, unpaired):
+        assert row["ci_low"] < row["normalized"] < row["ci_high"]
+    assert paired["normalized"] == pytest.approx(0.0, abs=1e-12)
+    paired_width = paired["ci_high"] - paired["ci_low"]
+    unpaired_width = unpaired["ci_high"] - unpaired["ci_low"]
+    assert 0 < paired_width < unpaired_width / 5
+
+
+def test_the_stats_config_file_and_the_api_share_the_defaults():
+    conf = yaml.safe_load((REPO / "conf" / "stats" / "default.yaml").read_text())
+    assert conf == asdict(StatsConfig())
+
+
 def test_dataset_normalisation_is_the_normalised_mean_metric():
     anchors, metric = varying_baselines()
-    table, _ = results_tables(raw_table(metric), anchors, StatsConfig(normalization="dataset"))
+    table = results_tables(raw_table(metric), anchors, StatsConfig("dataset")).table
     clean, corrupted = anchors.clean.mean(), anchors.corrupted.mean()
     expected = (metric.mean(axis=1) - corrupted) / (clean - corrupted)
     assert table["normalized"].to_numpy() == pytest.approx(expected)
@@ -90,7 +120,7 @@ def test_dataset_normalisation_is_the_normalised_mean_metric():
 
 def test_results_table_columns_keep_their_order_and_add_the_interval():
     anchors, metric = varying_baselines()
-    table, per_prompt = results_tables(raw_table(metric), anchors)
+    table, per_prompt, _ = results_tables(raw_table(metric), anchors)
     assert list(table.columns) == [
         *SITE_KEYS, "metric", "normalized", "sem", "n_prompts", "ci_low", "ci_high",
         "normalization",
@@ -101,24 +131,78 @@ def test_results_table_columns_keep_their_order_and_add_the_interval():
 
 def test_paired_effect_uses_each_prompts_own_anchors():
     anchors = Anchors(np.array([2.0, 10.0]), np.array([0.0, 4.0]))
-    table, per_prompt = results_tables(raw_table(np.array([[1.0, 5.0]])), anchors)
+    table, per_prompt, _ = results_tables(raw_table(np.array([[1.0, 5.0]])), anchors)
     # (1 − 0)/(2 − 0) = 0.5 and (5 − 4)/(10 − 4) = 1/6, by hand
     assert per_prompt["normalized"].tolist() == pytest.approx([0.5, 1 / 6])
     assert table["normalized"].iloc[0] == pytest.approx((0.5 + 1 / 6) / 2)
 
 
-def test_a_prompt_without_a_gap_is_refused_with_the_fix():
-    anchors = Anchors(np.array([2.0, 3.0, 4.0]), np.array([0.0, 3.0, 1.0]))
-    with pytest.raises(DataError, match="1 of 3 prompts") as err:
-        results_tables(raw_table(np.ones((1, 3))), anchors)
-    assert "stats.normalization=dataset" in err.value.fix
-    table, _ = results_tables(raw_table(np.ones((1, 3))), anchors, StatsConfig("dataset"))
+def tiny_gap_anchors() -> Anchors:
+    """Ten prompts with gaps 2, 4, …, 20, except prompt 3, whose gap is 0.05, and prompt
+    7, whose gap is 0: the mean gap is 8.605, and both are under 1% of it (0.08605)."""
+    corrupted = np.arange(10, dtype=np.float64)
+    gap = 2.0 * np.arange(1, 11)
+    gap[3], gap[7] = 0.05, 0.0
+    return Anchors(corrupted + gap, corrupted)
+
+
+def test_prompts_without_a_gap_of_their_own_are_left_out_of_every_site(caplog):
+    anchors = tiny_gap_anchors()
+    gap = anchors.clean - anchors.corrupted
+    # site 0: every prompt halfway to its clean metric; site 1: noise on the excluded ones
+    metric = np.stack([anchors.corrupted + 0.5 * gap, anchors.corrupted + 0.25 * gap])
+    metric[1, [3, 7]] = [50.0, -50.0]
+    with caplog.at_level("WARNING", logger="patchsweep.normalize"):
+        table, per_prompt, record = results_tables(raw_table(metric), anchors)
+    assert "2 of 10 prompts left out" in caplog.text
+    # by hand, over the 8 prompts used: the mean, its s.e.m. (0: no spread), the raw mean
+    used = [0, 1, 2, 4, 5, 6, 8, 9]
+    assert table["normalized"].tolist() == pytest.approx([0.5, 0.25])
+    assert table["sem"].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert table["metric"].tolist() == pytest.approx(metric[:, used].mean(axis=1).tolist())
+    assert table["n_prompts"].tolist() == [8, 8]
+    assert (table["ci_high"] - table["ci_low"]).abs().max() < 1e-12  # no spread to resample
+    # per_prompt.csv keeps every row; the left-out prompts have no normalised effect
+    assert len(per_prompt) == metric.size
+    empty = per_prompt[per_prompt["normalized"].isna()]
+    assert sorted(set(empty["prompt"])) == [3, 7] and len(empty) == 4
+    assert record == {
+        "normalization": "per_prompt",
+        "excluded_prompts": [3, 7],
+        "excluded_gaps": pytest.approx([0.05, 0.0]),
+        "exclusion_threshold": pytest.approx(0.08605),
+        "exclusion_rule": record["exclusion_rule"],
+    }
+    assert "under 0.01 times the mean gap" in record["exclusion_rule"]
+
+
+def test_dataset_normalisation_leaves_no_prompt_out():
+    anchors = tiny_gap_anchors()
+    table, _, record = results_tables(
+        raw_table(np.ones((1, 10))), anchors, StatsConfig(normalization="dataset")
+    )
+    assert table["n_prompts"].tolist() == [10] and np.isfinite(table["normalized"]).all()
+    assert record["excluded_prompts"] == [] and record["exclusion_threshold"] is None
+    assert record["normalization"] == "dataset"
+
+
+def test_half_the_prompts_without_a_gap_are_left_out_more_are_refused():
+    # gaps 0, 0, 4, 4: mean 2, so two of four are under 0.02 — exactly half, left out
+    half = Anchors(np.array([0.0, 1.0, 4.0, 5.0]), np.array([0.0, 1.0, 0.0, 1.0]))
+    table, _, record = results_tables(raw_table(np.full((1, 4), 2.0)), half)
+    assert record["excluded_prompts"] == [0, 1] and table["n_prompts"].tolist() == [2]
+    # gaps 0, 0, 0, 4: three of four
+    most = Anchors(np.array([0.0, 1.0, 2.0, 5.0]), np.array([0.0, 1.0, 2.0, 1.0]))
+    with pytest.raises(DataError, match="3 of 4 prompts") as err:
+        results_tables(raw_table(np.ones((1, 4))), most)
+    assert "stats.normalization: dataset" in err.value.fix
+    table, _, _ = results_tables(raw_table(np.ones((1, 4))), most, StatsConfig("dataset"))
     assert np.isfinite(table["normalized"]).all()
 
 
 def test_one_prompt_has_no_spread():
     anchors = Anchors(np.array([2.0]), np.array([0.0]))
-    table, _ = results_tables(raw_table(np.array([[1.0], [2.0]])), anchors)
+    table = results_tables(raw_table(np.array([[1.0], [2.0]])), anchors).table
     assert table["normalized"].tolist() == [0.5, 1.0]
     assert table[["sem", "ci_low", "ci_high"]].isna().all().all()
 
@@ -126,8 +210,8 @@ def test_one_prompt_has_no_spread():
 def test_intervals_repeat_with_the_seed_and_change_with_another():
     anchors, metric = varying_baselines()
     metric = metric + np.random.default_rng(2).normal(0, 0.5, metric.shape)
-    first, _ = results_tables(raw_table(metric), anchors, StatsConfig(seed=3))
-    again, _ = results_tables(raw_table(metric), anchors, StatsConfig(seed=3))
-    other, _ = results_tables(raw_table(metric), anchors, StatsConfig(seed=4))
+    first = results_tables(raw_table(metric), anchors, StatsConfig(seed=3)).table
+    again = results_tables(raw_table(metric), anchors, StatsConfig(seed=3)).table
+    other = results_tables(raw_table(metric), anchors, StatsConfig(seed=4)).table
     assert first["ci_low"].tolist() == again["ci_low"].tolist()
     assert first["ci_low"].tolist() != other["ci_low"].tolist()

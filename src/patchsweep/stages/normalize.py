@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 def run(exp: ExperimentPaths) -> None:
-    """Write ``results.csv`` (per site), ``per_prompt.csv`` and ``baselines.json``.
+    """Write ``results.csv`` (per site), ``per_prompt.csv``, ``baselines.json`` (with the
+    normalisation and the prompts it left out) and ``attribution_check.json``.
 
     ``per_prompt.csv`` keeps float32's full precision: it is the table others recompute
     statistics from; ``results.csv`` holds means, where 6 digits are plenty.
@@ -51,7 +52,8 @@ def run(exp: ExperimentPaths) -> None:
     )
     checks = {"sweeps": {name: read_json(exp.check(name)) for name in attributed}}
     anchors = prompt_anchors(pairs, logits, cfg.metric.name)
-    table, per_prompt = results_tables(raw, anchors, cfg.stats)
+    table, per_prompt, normalization = results_tables(raw, anchors, cfg.stats)
+    baselines = {**baselines, **normalization}  # which prompts the effects leave out, why
     outputs = (exp.table, exp.per_prompt, exp.lines, exp.baselines, exp.attribution_check)
     with publish_together(*outputs):
         write_csv(exp.table, table)
