@@ -10,7 +10,9 @@ Four calls cover what a DVC experiment does, on data held in memory::
     ps.plot(table, "figures/")                             # the pipeline's figures
 
 ``sweep`` returns the tidy table of ``results.csv`` (one row per site: raw metric,
-normalised effect, s.e.m., prompts). It goes through the same functions as the stages:
+normalised effect, s.e.m., prompts, bootstrap interval, normalisation; ``stats=`` takes
+the keys of ``conf/stats/``, with the same defaults). It goes through the same functions
+as the stages:
 :func:`patchsweep.prompts.prepare_pairs` (tokenize), :func:`patchsweep.capture.capture_run`
 (capture), :func:`patchsweep.engine.sweep.run_sweep` (patch) and
 :func:`patchsweep.normalize.results_tables` (normalize), so a notebook and ``dvc repro``
@@ -33,7 +35,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from patchsweep.baselines import experiment_baselines
+from patchsweep.baselines import experiment_baselines, prompt_anchors
 from patchsweep.capture import DEFAULT_CAPTURE, capture_run
 from patchsweep.config import (
     Config,
@@ -41,8 +43,10 @@ from patchsweep.config import (
     EngineConfig,
     ModelConfig,
     NoiseConfig,
+    StatsConfig,
     SweepConfig,
     validate,
+    validate_stats,
 )
 from patchsweep.datasets.base import PromptPair
 from patchsweep.datasets.explicit import pairs_from_config
@@ -227,6 +231,7 @@ def sweep(
     runs: Runs | None = None,
     metric: str | None = None,
     engine: EngineConfig | Mapping[str, Any] | None = None,
+    stats: StatsConfig | Mapping[str, Any] | None = None,
     per_prompt: bool = False,
     **keys: Any,
 ) -> pd.DataFrame:
@@ -242,11 +247,13 @@ def sweep(
         runs: Activations from :func:`capture_runs`; captured here when not given.
         metric: Overrides the dataset's metric.
         engine: Batching: memory_budget_mb, max_batch, progress.
+        stats: Error bars: normalization (per_prompt | dataset), ci, bootstrap, seed.
         per_prompt: Return the per-prompt table (``per_prompt.csv``) instead.
 
     Returns:
         One row per site (or site × prompt), with the sweep's name in ``sweep``; the
-        baselines (clean and corrupted metric) in ``.attrs["baselines"]``.
+        baselines (clean and corrupted metric, the normalisation and the prompts it left
+        out: ``baselines.json``) in ``.attrs["baselines"]``.
     """
     sweeps = _sweeps(spec, keys)
     engine_cfg = (
@@ -254,6 +261,8 @@ def sweep(
         if isinstance(engine, EngineConfig)
         else _structured(EngineConfig, engine or {}, "engine")
     )
+    stats_cfg = _structured(StatsConfig, stats or {}, "stats")
+    validate_stats(stats_cfg)
     metric_name = metric or prompts.metric
     _validate(model, prompts, sweeps, metric_name, engine_cfg)
     ensure_project_importable()  # a module:function metric is found from the working folder
@@ -270,10 +279,14 @@ def sweep(
     baselines = experiment_baselines(
         prompts.tokens, dict(runs.final_logits), metric_name, model.name, prompts.name
     )
-    table, prompt_table = results_tables(raw, baselines)
+    anchors = prompt_anchors(prompts.tokens, dict(runs.final_logits), metric_name)
+    table, prompt_table, normalization = results_tables(raw, anchors, stats_cfg)
     out = prompt_table if per_prompt else table
     out.attrs.update(
-        baselines=baselines, model=model.name, dataset=prompts.name, metric=metric_name
+        baselines={**baselines, **normalization},
+        model=model.name,
+        dataset=prompts.name,
+        metric=metric_name,
     )
     return out
 

@@ -15,6 +15,7 @@ import torch
 
 from patchsweep.errors import DataError
 from patchsweep.metrics import get_metric, top1_correct
+from patchsweep.normalize import Anchors
 from patchsweep.tokenize import TokenizedPairs
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,22 @@ def baseline_stats(clean: torch.Tensor, corrupted: torch.Tensor) -> dict[str, fl
     return stats
 
 
+def prompt_anchors(
+    pairs: TokenizedPairs, final_logits: dict[str, torch.Tensor], metric_name: str
+) -> Anchors:
+    """Each prompt's clean and corrupted metric: the anchors of paired normalisation.
+
+    Args:
+        final_logits: ``clean`` and ``corrupted`` logits as the metric reads them, (N, V)
+            or (N, K, V) with score positions; one row per table ``prompt`` (noise
+            datasets repeat each pair, and each repeat is anchored by its own runs).
+    """
+    metric = get_metric(metric_name)
+    answers = (*pairs.answers(), final_logits["clean"])
+    clean, corrupted = (metric(final_logits[run], *answers) for run in ("clean", "corrupted"))
+    return Anchors(clean.double().cpu().numpy(), corrupted.double().cpu().numpy())
+
+
 def experiment_baselines(
     pairs: TokenizedPairs,
     final_logits: dict[str, torch.Tensor],
@@ -66,10 +83,10 @@ def experiment_baselines(
         final_logits: ``clean`` and ``corrupted`` logits as the metric reads them, (N, V)
             or (N, K, V) with score positions.
     """
-    metric = get_metric(metric_name)
-    answers = (*pairs.answers(), final_logits["clean"])
+    anchors = prompt_anchors(pairs, final_logits, metric_name)
+    # back to the metric's float32 (exact), so the means are those reported before
     stats = baseline_stats(
-        metric(final_logits["clean"], *answers), metric(final_logits["corrupted"], *answers)
+        torch.from_numpy(anchors.clean).float(), torch.from_numpy(anchors.corrupted).float()
     )
     last = {run: v[:, -1] if v.dim() == 3 else v for run, v in final_logits.items()}
     return {

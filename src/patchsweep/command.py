@@ -111,7 +111,7 @@ def _estimate(ns: argparse.Namespace) -> int:
 
 def _sweep(ns: argparse.Namespace) -> int:
     from patchsweep import api
-    from patchsweep.io import write_csv
+    from patchsweep.io import FULL_PRECISION, SIGNIFICANT_DIGITS, write_csv
 
     model = api.load_model(ns.model, device=ns.device, dtype=ns.dtype)
     prompts = api.load_prompts(ns.prompts, model, n_pairs=ns.n_pairs, seed=ns.seed)
@@ -125,7 +125,8 @@ def _sweep(ns: argparse.Namespace) -> int:
         "method": ns.method,
     }
     table = api.sweep(model, prompts, spec, metric=ns.metric, per_prompt=ns.per_prompt)
-    write_csv(Path(ns.output), table)
+    # a per-prompt table keeps float32's precision, as per_prompt.csv does
+    write_csv(Path(ns.output), table, FULL_PRECISION if ns.per_prompt else SIGNIFICANT_DIGITS)
     print(f"wrote {ns.output}: {len(table)} rows", file=sys.stderr)
     return 0
 

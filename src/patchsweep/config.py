@@ -31,6 +31,18 @@ METHODS = ("exact", "attribution")
 FINAL_POSITION_METRICS = ("logit_diff", "logprob", "prob", "prob_diff", "neg_kl")
 BUILTIN_METRICS = (*FINAL_POSITION_METRICS, "mean_logprob")  # patchsweep.metrics.METRICS
 POSITION_MODES = ("all", "each", "labels", "auto")
+CONFIG_GROUPS = (
+    "model",
+    "dataset",
+    "sweep",
+    "metric",
+    "engine",
+    "stats",
+    "plot",
+    "capture",
+    "verify",
+)
+NORMALIZATIONS = ("per_prompt", "dataset")  # patchsweep.normalize: whose clean and corrupted
 # Resolvers that copy the environment into the config, and so into git-tracked files.
 ENVIRONMENT_RESOLVERS = ("oc.env",)
 
@@ -146,6 +158,18 @@ class EngineConfig:
 
 
 @dataclass
+class StatsConfig:
+    """How the normalize stage turns per-prompt metrics into effects with error bars."""
+
+    # per_prompt: each prompt against its own clean and corrupted metric (paired);
+    # dataset: every prompt against the dataset's mean clean and corrupted metric
+    normalization: str = "per_prompt"
+    ci: float = 0.95  # confidence level of the bootstrap interval [ci_low, ci_high]
+    bootstrap: int = 1000  # resamples of the prompts (with replacement)
+    seed: int = 0  # numpy seed of the resampling: same seed, same intervals
+
+
+@dataclass
 class PlotConfig:
     """Figure style. Only the plot stage reads it."""
 
@@ -185,6 +209,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     plot: PlotConfig = field(default_factory=PlotConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     seed: int = 0  # torch seed, recorded in outputs
@@ -249,16 +274,7 @@ def check_group_choices(overrides: Sequence[str]) -> None:
     """
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
-        if sep and key in (
-            "model",
-            "dataset",
-            "sweep",
-            "metric",
-            "engine",
-            "plot",
-            "capture",
-            "verify",
-        ):
+        if sep and key in CONFIG_GROUPS:
             for choice in value.strip("[]").split(","):
                 if choice.strip():
                     check_plain_name(f"{key} option", choice.strip())
@@ -399,6 +415,22 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             "engine.memory_budget_mb and engine.max_batch must be positive",
             "use e.g. engine.memory_budget_mb=1024 engine.max_batch=256",
+        )
+    validate_stats(cfg.stats)
+
+
+def validate_stats(stats: StatsConfig) -> None:
+    """Check the statistics settings (also for the Python API, which has no compose)."""
+    _check_choice("stats.normalization", stats.normalization, NORMALIZATIONS)
+    if not 0 < stats.ci < 1:
+        raise ConfigError(
+            f"stats.ci is {stats.ci}: a confidence level is a fraction between 0 and 1",
+            "use e.g. stats.ci=0.95",
+        )
+    if stats.bootstrap < 1:
+        raise ConfigError(
+            f"stats.bootstrap is {stats.bootstrap}: the interval needs resamples",
+            "use e.g. stats.bootstrap=1000 (more resamples, steadier interval ends)",
         )
 
 

@@ -296,6 +296,9 @@ def write_text(path: Path, text: str) -> None:
 # Significant digits kept in written tables and JSON: float32 results vary in the 7th
 # between processes and machines on CPU, and committed files must not change with them.
 SIGNIFICANT_DIGITS = 6
+# Enough for any float32 to read back as itself: for raw and per-prompt tables, which are
+# compared with a reference to 1e-5 and would lose that at 6 digits for metrics above 10.
+FULL_PRECISION = 9
 
 
 def stable_float(value: float) -> float | None:
@@ -337,12 +340,15 @@ def read_json(path: Path) -> Any:
         raise DataError(f"{path} is not valid JSON ({exc})", "delete it and rerun") from exc
 
 
-def write_csv(path: Path, table: pd.DataFrame) -> None:
-    """Write a table as CSV atomically, with a fixed float format for stable bytes."""
+def write_csv(path: Path, table: pd.DataFrame, digits: int = SIGNIFICANT_DIGITS) -> None:
+    """Write a table as CSV atomically, floats with ``digits`` significant digits.
+
+    A fixed format keeps the bytes stable; :data:`FULL_PRECISION` for float32 tables.
+    """
     floats = table.select_dtypes("floating").columns
     table = table.assign(**{c: table[c] + 0.0 for c in floats})  # -0.0 → 0.0
     with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False, float_format=f"%.{SIGNIFICANT_DIGITS}g", lineterminator="\n")
+        table.to_csv(tmp, index=False, float_format=f"%.{digits}g", lineterminator="\n")
 
 
 def read_csv(path: Path) -> pd.DataFrame:

@@ -60,11 +60,13 @@ def test_readme_example_matches_the_pipeline_results(tmp_path, monkeypatch):
     assert len(pipeline) == len(table) > 0
     merged = table.merge(pipeline, on=SITE, suffixes=("", "_pipeline"), validate="1:1")
     assert len(merged) == len(table)
-    for column in ("metric", "normalized", "sem"):
+    for column in ("metric", "normalized", "sem", "ci_low", "ci_high"):
         pd.testing.assert_series_equal(
             merged[column], merged[f"{column}_pipeline"], check_names=False, rtol=1e-5, atol=1e-6
         )
-    assert (merged["n_prompts"] == merged["n_prompts_pipeline"]).all()
+    for column in ("n_prompts", "normalization", "method"):
+        assert (merged[column] == merged[f"{column}_pipeline"]).all(), column
+    assert list(table.columns) == list(pipeline.columns)
     assert list(notebook.glob("figures/*.png")), "the example's plot() call wrote no figure"
 
 

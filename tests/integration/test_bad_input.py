@@ -136,6 +136,20 @@ def test_wrong_type_in_config(project, capsys):
     assert not EXP.config.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stats.normalization=paired", "stats.normalization is 'paired'"),
+        ("stats.ci=95", "stats.ci is 95.0"),
+        ("stats.bootstrap=0", "stats.bootstrap is 0"),
+    ],
+)
+def test_bad_statistics_settings(project, capsys, override, message):
+    err = run_and_fail(compose.run, capsys, EXP, [override])
+    assert message in err and "fix:" in err
+    assert not EXP.config.exists()
+
+
 def test_unknown_component(project, capsys):
     set_sweep(project, "head", "{component: mlp}")
     err = run_and_fail(compose.run, capsys, EXP)

@@ -23,7 +23,13 @@ def test_pipeline_writes_tidy_results_and_baselines(project):
         "metric",
         "normalized",
         "sem",
+        "ci_low",
+        "ci_high",
+        "normalization",
     } <= set(table.columns)
+    assert set(table["normalization"]) == {"per_prompt"}
+    assert (table.ci_low <= table.normalized + 1e-9).all()
+    assert (table.normalized <= table.ci_high + 1e-9).all()
     assert set(table["sweep"]) == {"resid_layer", "resid_layer_pos", "head"}
     # 2 layers × (14 positions) for resid_layer_pos; labels are the prompt's named slots
     by_pos = table[table.sweep == "resid_layer_pos"]
@@ -34,8 +40,12 @@ def test_pipeline_writes_tidy_results_and_baselines(project):
     # the whole residual stream restores the clean run: normalised ≡ 1
     whole = table[table.sweep == "resid_layer"]
     assert whole["normalized"].sub(1).abs().max() < 1e-4
+    # each prompt restored to its own clean run: paired, no spread left for an interval
+    assert whole[["ci_low", "ci_high"]].sub(1).abs().max().max() < 1e-4
     baselines = yaml.safe_load(EXP.baselines.read_text())
     assert baselines["n_prompts"] == 2 and baselines["clean"] != baselines["corrupted"]
+    assert baselines["normalization"] == "per_prompt" and baselines["excluded_prompts"] == []
+    assert (table["n_prompts"] == 2).all()
 
 
 def test_hydra_multirun_runs_whole_experiments(project):

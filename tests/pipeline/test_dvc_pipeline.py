@@ -1,7 +1,7 @@
 """The DVC pipeline end to end in a scratch git repo: `dvc repro` reruns exactly the
-stages an edit affects — a plot key only plot, one sweep's layers only that sweep's patch
-and its readers, one dataset's prompt only that dataset's chain, nothing when nothing
-changed."""
+stages an edit affects — a plot key only plot, a stats key normalize and plot, one sweep's
+layers only that sweep's patch and its readers, one dataset's prompt only that dataset's
+chain, nothing when nothing changed."""
 
 from __future__ import annotations
 
@@ -55,6 +55,15 @@ def test_nothing_changed_runs_nothing(pipeline):
 def test_plot_setting_reruns_only_plot(pipeline):
     edit(pipeline / "conf" / "plot" / "default.yaml", "dpi: 200", "dpi: 120")
     assert repro(pipeline) == {"plot@tiny-tiny", "plot@tiny-other"}
+
+
+def test_stats_setting_reruns_normalize_and_plot(pipeline):
+    stats = pipeline / "conf" / "stats" / "default.yaml"
+    edit(stats, "\nnormalization: per_prompt\n", "\nnormalization: dataset\n")
+    ran = repro(pipeline)
+    assert ran == {f"{s}@tiny-{d}" for s in ("normalize", "plot") for d in ("tiny", "other")}
+    edit(stats, "\nnormalization: dataset\n", "\nnormalization: per_prompt\n")
+    sh(pipeline, "dvc", "repro")  # back to the default, for the tests after this one
 
 
 def test_layer_range_reruns_only_that_sweep_and_its_readers(pipeline):

@@ -77,3 +77,20 @@ def test_a_stream_with_unwritten_rows_is_not_published(tmp_path):
     with pytest.raises(OutputError, match="rows of a were never written"):
         streamed_and_whole(tmp_path, {"a": torch.ones(3, 2)}, {}, [[0, 2]])
     assert [p.name for p in tmp_path.iterdir()] == ["whole.safetensors"]
+
+
+def test_full_precision_csv_reads_float32_back_exactly(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from patchsweep.io import FULL_PRECISION, read_csv, write_csv
+
+    # 12.65561 at 6 digits reads back as 12.6556: off by 1e-5, the engine's tolerance
+    values = np.array([12.65561, -12.853417, 1e-7, -0.0, 123456.789], dtype=np.float32)
+    table = pd.DataFrame({"metric": values.astype(np.float64)})
+    write_csv(tmp_path / "full.csv", table, digits=FULL_PRECISION)
+    back = read_csv(tmp_path / "full.csv")["metric"].to_numpy()
+    assert (back.astype(np.float32) == values).all()
+    assert (tmp_path / "full.csv").read_text().splitlines()[4] == "0"  # -0.0 written as 0
+    write_csv(tmp_path / "short.csv", table)
+    assert read_csv(tmp_path / "short.csv")["metric"][0] == 12.6556

@@ -9,10 +9,11 @@ import logging
 
 import pandas as pd
 
-from patchsweep.baselines import experiment_baselines
+from patchsweep.baselines import experiment_baselines, prompt_anchors
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.io import (
+    FULL_PRECISION,
     check_meta,
     publish_together,
     read_csv,
@@ -30,7 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def run(exp: ExperimentPaths) -> None:
-    """Write ``results.csv`` (per site), ``per_prompt.csv`` and ``baselines.json``."""
+    """Write ``results.csv`` (per site), ``per_prompt.csv``, ``baselines.json`` (with the
+    normalisation and the prompts it left out) and ``attribution_check.json``.
+
+    ``per_prompt.csv`` keeps float32's full precision: it is the table others recompute
+    statistics from; ``results.csv`` holds means, where 6 digits are plenty.
+    """
     cfg = load_config(exp.config)
     pairs, token_hash = load_tokenized(exp)
     check_meta(exp.final_logits, read_meta(exp.final_logits), {"tokens_hash": token_hash})
@@ -45,11 +51,13 @@ def run(exp: ExperimentPaths) -> None:
         ignore_index=True,
     )
     checks = {"sweeps": {name: read_json(exp.check(name)) for name in attributed}}
-    table, per_prompt = results_tables(raw, baselines)
+    anchors = prompt_anchors(pairs, logits, cfg.metric.name)
+    table, per_prompt, normalization = results_tables(raw, anchors, cfg.stats)
+    baselines = {**baselines, **normalization}  # which prompts the effects leave out, why
     outputs = (exp.table, exp.per_prompt, exp.lines, exp.baselines, exp.attribution_check)
     with publish_together(*outputs):
         write_csv(exp.table, table)
-        write_csv(exp.per_prompt, per_prompt)
+        write_csv(exp.per_prompt, per_prompt, digits=FULL_PRECISION)
         exp.lines.mkdir(parents=True, exist_ok=True)  # a DVC output even with no 1-D sweep
         one_dimensional = table[(table["position"] == -1) & (table["head"] == -1)]
         for sweep, rows in one_dimensional.groupby("sweep", sort=False):

@@ -14,7 +14,7 @@ from patchsweep.config import load_config
 from patchsweep.engine.inputs import source_and_target
 from patchsweep.engine.sweep import Runs, run_sweep, stored_key
 from patchsweep.errors import ConfigError
-from patchsweep.io import check_meta, read_meta, read_tensors, write_csv
+from patchsweep.io import FULL_PRECISION, check_meta, read_meta, read_tensors, write_csv
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
 from patchsweep.stored import load_activations, load_tokenized
@@ -71,7 +71,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     table = run_sweep(
         model, pairs, sweep_name, sweep, runs, cfg.metric.name, cfg.engine, checkpoint
     )
-    write_csv(exp.patch(sweep_name), table)
+    write_csv(exp.patch(sweep_name), table, digits=FULL_PRECISION)
     checkpoint.remove()
     log.info("wrote %s (%d sites)", exp.patch(sweep_name), len(table) // max(pairs.n_pairs, 1))
 

@@ -21,6 +21,7 @@ from patchsweep.engine.sweep import Runs, stored_key
 from patchsweep.engine.verify import choose_sites, exact_patch_sites
 from patchsweep.errors import ConfigError
 from patchsweep.io import (
+    FULL_PRECISION,
     check_meta,
     publish_together,
     read_csv,
@@ -92,7 +93,7 @@ def run(exp: ExperimentPaths, sweep_name: str, exact_name: str) -> None:
         "settings": asdict(cfg.verify),
     }
     with publish_together(exp.verified(sweep_name), exp.check(sweep_name)):
-        write_csv(exp.verified(sweep_name), table)
+        write_csv(exp.verified(sweep_name), table, digits=FULL_PRECISION)  # raw, as patch's
         write_json(exp.check(sweep_name), check)
     log.info(
         "verify %s: %d of %d sites exact-patched; Pearson r %s, Spearman %s, recall@%d %s",
