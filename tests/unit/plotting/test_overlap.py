@@ -1,11 +1,25 @@
-"""The overlap checker sees every kind of collision, and passes a clean figure."""
+"""No text runs into other text and no legend hides data, in every figure the code makes."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
 
-from patchsweep.plotting.overlap import find_overlaps
+from patchsweep.plotting import (
+    PlotStyle,
+    find_overlaps,
+    plan_figures,
+    render_figures,
+    split_sweeps,
+)
+from patchsweep.plotting.figures import draw_figure
+from patchsweep.plotting.overlap import Overlap, describe
+from patchsweep.plotting.style import style_context
+
+KINDS = {"line", "layer_pos", "layer_head", "head_pos", "panels", "vs_exact", "scatter"}
 
 
 class TestCheckerCanFail:
@@ -70,3 +84,48 @@ class TestCheckerCanFail:
         fig.subplots()
         find_overlaps(fig)
         assert fig.dpi == 37
+
+
+class TestEveryFigureKind:
+    """Every figure of every synthetic experiment reads without collisions."""
+
+    def test_no_overlap(self, drawn, layout_style):
+        assert {plan.kind for plan, _ in drawn} == KINDS
+        with style_context(layout_style):  # the fonts the figures were drawn with
+            problems = [f"{plan.stem}: {o}" for plan, fig in drawn for o in find_overlaps(fig)]
+        assert not problems, "\n".join(problems)
+
+    @pytest.mark.parametrize("annotate", [True, False])
+    def test_forced_annotation_either_way(self, induction, layout_style, annotate):
+        """Annotations forced on (cells grow) or off (cells shrink, labels rotate)."""
+        style = type(layout_style)(dpi=40, formats=["png"], annotate=annotate)
+        sweeps = split_sweeps(induction.table)
+        plans = [
+            p
+            for p in plan_figures(induction.table, induction.info)
+            if p.kind in ("layer_pos", "panels")
+        ]
+        with style_context(style):
+            for plan in plans:
+                found = find_overlaps(draw_figure(plan, sweeps, {}, induction.info, style))
+                assert not found, f"{plan.stem}:\n" + describe(found)
+
+
+class TestRenderWarns:
+    """The pipeline says so when a figure it publishes has colliding text."""
+
+    def test_warning_names_the_figure(self, ioi, monkeypatch, caplog, tmp_path):
+        import patchsweep.plotting.figures as figures
+
+        clash = Overlap("Text 'a'", "Text 'b'", "texts overlap")
+        monkeypatch.setattr(figures, "find_overlaps", lambda fig: [clash])
+        head = ioi.table[ioi.table["sweep"] == "head"]
+        with caplog.at_level(logging.WARNING, logger=figures.__name__):
+            figures.render_figures(head, ioi.info, PlotStyle(dpi=20, formats=["png"]), tmp_path)
+        assert "figure head has overlapping text: Text 'a' / Text 'b'" in caplog.text
+
+    def test_clean_figures_log_nothing(self, ioi, caplog, tmp_path):
+        head = ioi.table[ioi.table["sweep"] == "head"]
+        with caplog.at_level(logging.WARNING):
+            render_figures(head, ioi.info, PlotStyle(dpi=20, formats=["png"]), tmp_path)
+        assert "overlapping" not in caplog.text
