@@ -14,6 +14,11 @@ The figure type follows from which index axes a sweep varies:
 For each direction with at least two of the resid / attn_out / mlp_out layer × position
 sweeps, ``panels_<direction>`` puts them side by side on one colour scale.
 
+Every sweep is drawn once (:func:`plan_figures` decides where): sweeps in a panels figure
+get no figure of their own, nor does a layer sweep drawn dashed in its partner's line plot.
+Titles are one line (sweep · model · dataset); what a figure shows in detail is its
+caption, in the report and in the file's metadata.
+
 An attribution sweep (rows with ``method == "attribution"``) gets none of these: it gets
 ``<sweep>_vs_exact`` (estimate and exact patching side by side, in the layout above) and
 ``<sweep>_scatter`` (estimate against exact per site); see
@@ -34,22 +39,28 @@ from patchsweep.plotting.settings import check_style  # light: compose may call 
 if TYPE_CHECKING:
     from patchsweep.plotting.attribution import AttributionSweep
     from patchsweep.plotting.figures import (
+        FigurePlan,
         find_partner,
+        plan_figures,
         render_figures,
         split_attribution,
         split_sweeps,
         sweep_kind,
         write_report,
     )
+    from patchsweep.plotting.overlap import find_overlaps
     from patchsweep.plotting.report import top_components, top_sites
     from patchsweep.plotting.style import ExperimentInfo, PlotStyle
 
 __all__ = [
     "AttributionSweep",
     "ExperimentInfo",
+    "FigurePlan",
     "PlotStyle",
     "check_style",
+    "find_overlaps",
     "find_partner",
+    "plan_figures",
     "render_figures",
     "split_attribution",
     "split_sweeps",
@@ -65,8 +76,11 @@ __all__ = [
 _LAZY = {
     "AttributionSweep": "attribution",
     "ExperimentInfo": "style",
+    "FigurePlan": "figures",
     "PlotStyle": "style",
+    "find_overlaps": "overlap",
     "find_partner": "figures",
+    "plan_figures": "figures",
     "render_figures": "figures",
     "split_attribution": "figures",
     "split_sweeps": "figures",

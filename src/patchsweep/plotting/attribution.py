@@ -32,11 +32,10 @@ from matplotlib.lines import Line2D
 from patchsweep.plotting.heatmaps import paired_figure
 from patchsweep.plotting.settings import format_value
 from patchsweep.plotting.style import (
-    DIRECTION_NOUNS,
     ExperimentInfo,
     PlotStyle,
-    metric_line,
-    wrap_title,
+    figure_title,
+    text_inches,
 )
 
 ATTRIBUTION_CHECK = "attribution_check.json"  # beside results.csv
@@ -67,6 +66,14 @@ class AttributionSweep:
         """The best ground truth there is: the whole exact sweep, else the verified sites."""
         return self.reference if self.reference is not None else self.verified
 
+    @property
+    def facts(self) -> dict[str, Any]:
+        """What the table says of the sweep, under its check entry's own values."""
+        first = self.estimate.iloc[0]
+        found = {"component": str(first["component"]), "direction": str(first["direction"])}
+        found |= {"n_sites": len(self.estimate), "n_verified": len(self.verified)}
+        return {**found, **self.check}
+
 
 def figure_stems(name: str) -> list[str]:
     """File stems of an attribution sweep's figures, in the order they are written."""
@@ -89,12 +96,12 @@ def comparison_figure(sweep: AttributionSweep, info: ExperimentInfo, style: Plot
     right = exact_on_sites(sweep.estimate, sweep.exact)
     exact_title = EXACT_TITLE
     if right["normalized"].isna().any():
-        exact_title += "\n" + UNVERIFIED_NOTE
+        exact_title += " " + UNVERIFIED_NOTE
     return paired_figure(
         sweep.estimate,
         right,
         (ESTIMATE_TITLE, exact_title),
-        figure_title(sweep, info),
+        attribution_title(sweep, info),
         info,
         style,
     )
@@ -110,11 +117,12 @@ def scatter_figure(sweep: AttributionSweep, info: ExperimentInfo, style: PlotSty
     verified = _pairs(sweep.estimate, sweep.verified)
     reference = _pairs(sweep.estimate, sweep.reference) if sweep.reference is not None else None
     size = max(style.height, 3.2)
-    title = figure_title(sweep, info)
-    # Wide enough for the title on one line (wrap_title's character width, plus slack).
-    width = max(size + 0.6, (len(title) + 2) * 0.5 * (style.font_size + 1) / 72)
-    fig = Figure(figsize=(width, size + 1.6), layout="constrained")
-    fig.suptitle(wrap_title([title, metric_line(info)], width, style.font_size))
+    title = attribution_title(sweep, info)
+    legend_title = correlation_text(sweep.check, style.annotate_fmt)
+    fs = style.font_size
+    width = max(size + 0.6, text_inches(title, fs + 1) + 0.3, text_inches(legend_title, fs) + 0.3)
+    fig = Figure(figsize=(width, size + 1.4), layout="constrained")
+    fig.suptitle(title)
     ax = fig.subplots()
     handles = []
     if reference is not None:
@@ -136,17 +144,14 @@ def scatter_figure(sweep: AttributionSweep, info: ExperimentInfo, style: PlotSty
         handles=handles,
         loc="outside lower center",
         frameon=False,
-        title=correlation_text(sweep.check, style.annotate_fmt),
+        title=legend_title,
     )
     return fig
 
 
-def figure_title(sweep: AttributionSweep, info: ExperimentInfo) -> str:
-    """One line: ``atp_head (z, denoising): AtP vs exact — gpt2 on ioi``."""
-    first = sweep.estimate.iloc[0]
-    direction = str(first["direction"])
-    what = f"{first['component']}, {DIRECTION_NOUNS.get(direction, direction)}"
-    return f"{sweep.name} ({what}): AtP vs exact — {info.model} on {info.dataset}"
+def attribution_title(sweep: AttributionSweep, info: ExperimentInfo) -> str:
+    """One line for both figures: ``atp_head vs exact · gpt2 · ioi``."""
+    return figure_title(f"{sweep.name} vs exact", info)
 
 
 def correlation_text(check: Mapping[str, Any], spec: str) -> str:

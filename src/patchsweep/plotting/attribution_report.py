@@ -46,6 +46,9 @@ COMPARISON_CAPTION = (
     "Left: the AtP estimate at every site. Right: exact activation patching, the ground "
     "truth: {what}. One colour scale for both: a site whose colours differ is mis-estimated."
 )
+NOISE_NOTE = (
+    " Noising: both panels show normalised − 1, the drop from clean (0, white = no effect)."
+)
 SCATTER_CAPTION = (
     "Each point is one site: AtP estimate (x) against exact patching (y, ground truth). On "
     "the dotted diagonal the estimate is exact; below it the estimate exceeds the exact "
@@ -58,6 +61,7 @@ def markdown_section(
     figures: Mapping[str, list[Path]],
     spec: str,
     out_dir: Path,
+    shown_captions: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The section as Markdown lines; none when there are no attribution sweeps.
 
@@ -66,6 +70,8 @@ def markdown_section(
         figures: Figure files by stem (``<sweep>_vs_exact``, ``<sweep>_scatter``).
         spec: Number format of the tables.
         out_dir: Folder of the report, for relative figure links.
+        shown_captions: Caption by figure stem, as the figures' metadata has it; a
+            figure missing from it gets :func:`captions`.
     """
     if not checks:
         return []
@@ -80,6 +86,7 @@ def markdown_section(
         out += [f"- {escape_md(item)}" for item in false_negatives(check, spec)]
         out += [""] if check.get("false_negatives") else []
         for stem, caption in zip(figure_stems(name), captions(check), strict=True):
+            caption = (shown_captions or {}).get(stem, caption)
             shown = md_figures(stem, figures.get(stem, []), out_dir)
             out += [*shown, escape_md(caption), ""] if shown else []
     return out
@@ -90,6 +97,7 @@ def html_section(
     figures: Mapping[str, list[Path]],
     spec: str,
     out_dir: Path,
+    shown_captions: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The section as HTML lines; none when there are no attribution sweeps.
 
@@ -110,6 +118,7 @@ def html_section(
         if items:
             out.append("<ul>" + "".join(f"<li>{esc(item)}</li>" for item in items) + "</ul>")
         for stem, caption in zip(figure_stems(name), captions(check), strict=True):
+            caption = (shown_captions or {}).get(stem, caption)
             shown = html_figures(stem, figures.get(stem, []), out_dir)
             out += [*shown, f'<p class="note">{esc(caption)}</p>'] if shown else []
     return out
@@ -170,7 +179,10 @@ def captions(check: Mapping[str, Any]) -> tuple[str, str]:
         if other
         else "the verified sites only; grey cells were not verified"
     )
-    return COMPARISON_CAPTION.format(what=what), SCATTER_CAPTION
+    comparison = COMPARISON_CAPTION.format(what=what)
+    if check.get("direction") == "noise":
+        comparison += NOISE_NOTE
+    return comparison, SCATTER_CAPTION
 
 
 def _site(entry: Mapping[str, Any]) -> str:

@@ -1,28 +1,40 @@
 """Render every sweep of a results table into figures, and write the report page.
 
-See :mod:`patchsweep.plotting` for which figure each kind of sweep gets. A sweep with
-``method == "attribution"`` rows is an attribution sweep: its exact rows are only the
-verified sites, so it never goes through the ordinary per-sweep figures (that would draw
-the verified sites' exact values into the estimate's grid as duplicates). It gets the
-figures of :mod:`patchsweep.plotting.attribution` instead.
+See :mod:`patchsweep.plotting` for which figure each kind of sweep gets. Every sweep is
+drawn once: :func:`plan_figures` decides, before anything is drawn, which figure shows
+which sweeps, so that the report can show each figure once, in the section of the first
+sweep it draws. The layer × position sweeps of a ``panels_<direction>`` figure get no
+figure of their own, and a layer sweep drawn dashed in its other-direction partner's line
+plot gets none either.
+
+A sweep with ``method == "attribution"`` rows is an attribution sweep: its exact rows are
+only the verified sites, so it never goes through the ordinary per-sweep figures (that
+would draw the verified sites' exact values into the estimate's grid as duplicates). It
+gets the figures of :mod:`patchsweep.plotting.attribution` instead.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from patchsweep.plotting.attribution import (
     METHODS,
     AttributionSweep,
+    attribution_title,
     comparison_figure,
     figure_stems,
     scatter_figure,
 )
+from patchsweep.plotting.attribution_report import captions
+from patchsweep.plotting.captions import heatmap_caption, line_caption, scale_text
 from patchsweep.plotting.heatmaps import (
     head_pos_figure,
     layer_head_figure,
@@ -30,21 +42,86 @@ from patchsweep.plotting.heatmaps import (
     panels_figure,
     select_panel_sweeps,
 )
+from patchsweep.plotting.labels import last_layers, roles_only
 from patchsweep.plotting.lines import line_figure
+from patchsweep.plotting.overlap import find_overlaps
 from patchsweep.plotting.report import write_report_files
 from patchsweep.plotting.style import (
     ExperimentInfo,
     PlotStyle,
+    figure_title,
     save_figure,
     style_context,
 )
+
+log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = (
     "sweep", "component", "direction", "layer", "head", "position", "position_label",
     "window", "metric", "normalized", "sem", "n_prompts",
 )  # fmt: skip
 DIRECTIONS = ("denoise", "noise")
+ATTRIBUTION_KINDS = ("vs_exact", "scatter")  # in figure_stems order
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_AXES = {"layer_pos": "layer × position", "layer_head": "layer × head",
+         "head_pos": "layer × head at each position", "panels": "layer × position"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FigurePlan:
+    """One figure to draw: its file stem, the sweeps it shows, its title and caption."""
+
+    stem: str  # file name without the format
+    kind: str  # layer_pos, layer_head, head_pos, line, panels, vs_exact or scatter
+    sweeps: tuple[str, ...]  # drawn, in drawing order (a line's partner second)
+    title: str  # one line
+    caption: str  # under the figure in the report, and in the file's metadata
+
+
+def plan_figures(
+    table: pd.DataFrame,
+    info: ExperimentInfo,
+    checks: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[FigurePlan]:
+    """Which figures the table gets: exact sweeps' own figures in table order (a line
+    plot with its partner), then the panels figures, then attribution sweeps' figures.
+
+    Raises:
+        ValueError: As :func:`split_sweeps` and :func:`split_attribution`.
+    """
+    sweeps = split_sweeps(table)
+    grids = {name: s for name, s in sweeps.items() if sweep_kind(s) == "layer_pos"}
+    panels = {d: select_panel_sweeps(grids, d) for d in DIRECTIONS}
+    panels = {d: chosen for d, chosen in panels.items() if len(chosen) >= 2}
+    in_panels = {_name(s) for chosen in panels.values() for s in chosen}
+    plans, drawn = [], set(in_panels)
+    for name, sweep in sweeps.items():
+        if name in drawn:
+            continue
+        kind = sweep_kind(sweep)
+        partner = find_partner(name, sweeps) if kind == "line" else None
+        if partner is not None and _name(partner) in drawn:
+            partner = None  # drawn already, in a figure of its own
+        shown = [sweep] if partner is None else [sweep, partner]
+        drawn.update(_name(s) for s in shown)
+        caption = (
+            line_caption(sweep, info, partner)
+            if kind == "line"
+            else heatmap_caption([sweep], info, _AXES[kind])
+        )
+        plans.append(_plan(name, kind, shown, figure_title(_names(shown), info), caption))
+    for direction, chosen in panels.items():
+        title = figure_title(_names(chosen), info)
+        caption = heatmap_caption(chosen, info, _AXES["panels"])
+        plans.append(_plan(f"panels_{direction}", "panels", chosen, title, caption))
+    for name, attributed in split_attribution(table, checks).items():
+        title = attribution_title(attributed, info)
+        scale = scale_text(attributed.estimate, info)
+        for stem, kind, caption in zip(
+            figure_stems(name), ATTRIBUTION_KINDS, captions(attributed.facts), strict=True
+        ):
+            plans.append(FigurePlan(stem, kind, (name,), title, f"{caption} {scale}"))
+    return plans
 
 
 def render_figures(
@@ -54,13 +131,13 @@ def render_figures(
     out_dir: Path,
     checks: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
-    """Render every sweep's figure, and the combined panels, in every format of ``style``.
+    """Render every figure of :func:`plan_figures` in every format of ``style``.
 
     Args:
         table: The tidy results table, one row per patch site (read it with
             ``keep_default_na=False`` so tokens such as ``"NA"`` survive as labels). A
             table without a ``method`` column is all exact patching.
-        info: Model, dataset and metric, for titles.
+        info: Model, dataset and metric, for titles and captions.
         style: Sizes, fonts, colours and output formats.
         out_dir: Created if missing; files are ``<sweep>.<fmt>``,
             ``panels_<direction>.<fmt>``, and ``<sweep>_vs_exact.<fmt>`` and
@@ -70,8 +147,7 @@ def render_figures(
             gives the correlations the scatter shows. None: no such file.
 
     Returns:
-        The written files: exact sweeps in table order, each in ``style.formats`` order,
-        then the combined figures, then the attribution sweeps' figures in table order.
+        The written files, in plan order, each figure in ``style.formats`` order.
 
     Raises:
         ValueError: On a malformed table (missing columns, a sweep mixing components,
@@ -80,31 +156,49 @@ def render_figures(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sweeps = split_sweeps(table)
+    attributed = split_attribution(table, checks)
     paths: list[Path] = []
     with style_context(style):
-        grids = {}
-        for name, sweep in sweeps.items():
-            kind = sweep_kind(sweep)
-            if kind == "layer_pos":
-                grids[name] = sweep
-                fig = layer_pos_figure(sweep, info, style)
-            elif kind == "layer_head":
-                fig = layer_head_figure(sweep, info, style)
-            elif kind == "head_pos":
-                fig = head_pos_figure(sweep, info, style)
-            else:
-                fig = line_figure(sweep, info, style, partner=find_partner(name, sweeps))
-            paths += save_figure(fig, out_dir, name, style.formats)
-        for direction in DIRECTIONS:
-            chosen = select_panel_sweeps(grids, direction)
-            if len(chosen) >= 2:
-                fig = panels_figure(chosen, info, style)
-                paths += save_figure(fig, out_dir, f"panels_{direction}", style.formats)
-        for name, attributed in split_attribution(table, checks).items():
-            stems = figure_stems(name)
-            for stem, draw in zip(stems, (comparison_figure, scatter_figure), strict=True):
-                paths += save_figure(draw(attributed, info, style), out_dir, stem, style.formats)
+        for plan in plan_figures(table, info, checks):
+            fig = draw_figure(plan, sweeps, attributed, info, style)
+            _warn_on_overlaps(plan.stem, fig)
+            paths += save_figure(fig, out_dir, plan.stem, style.formats, plan.title, plan.caption)
     return paths
+
+
+def _warn_on_overlaps(stem: str, fig: Figure) -> None:
+    """Say so when a figure's text collides: the tests keep every figure kind clean on
+    tables of the usual shapes, but a table unlike theirs (a far larger model, very long
+    tokens) could still crowd one, and that should not be published silently."""
+    found = find_overlaps(fig)
+    if found:
+        shown = "; ".join(str(overlap) for overlap in found[:5])
+        more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+        log.warning("figure %s has overlapping text: %s%s", stem, shown, more)
+
+
+def draw_figure(
+    plan: FigurePlan,
+    sweeps: Mapping[str, pd.DataFrame],
+    attributed: Mapping[str, AttributionSweep],
+    info: ExperimentInfo,
+    style: PlotStyle,
+) -> Figure:
+    """The figure of one plan, from the sweeps :func:`split_sweeps` and
+    :func:`split_attribution` return."""
+    if plan.kind in ATTRIBUTION_KINDS:
+        draw = comparison_figure if plan.kind == "vs_exact" else scatter_figure
+        return draw(attributed[plan.sweeps[0]], info, style)
+    shown = [sweeps[name] for name in plan.sweeps]
+    if plan.kind == "panels":
+        return panels_figure(shown, info, style, plan.title)
+    if plan.kind == "line":
+        partner = shown[1] if len(shown) > 1 else None
+        return line_figure(shown[0], info, style, partner, plan.title)
+    draw = {"layer_pos": layer_pos_figure, "layer_head": layer_head_figure}.get(
+        plan.kind, head_pos_figure
+    )
+    return draw(shown[0], info, style, plan.title)
 
 
 def write_report(
@@ -123,7 +217,7 @@ def write_report(
         baselines: ``clean``/``corrupted`` metric with ``_sem`` and ``_accuracy``, and
             ``n_prompts`` (missing keys are shown as n/a).
         figures: Paths returned by :func:`render_figures`; PNGs are embedded in the HTML,
-            other formats linked by relative path.
+            other formats linked by relative path, each figure once, with its caption.
         info: Model, dataset and metric.
         style: ``top_k`` and the number format.
         out_dir: Created if missing.
@@ -142,6 +236,7 @@ def write_report(
         Path(out_dir),
         attribution=split_attribution(table, checks),
         checks=checks or {},
+        plans=plan_figures(table, info, checks),
     )
 
 
@@ -204,6 +299,8 @@ def _by_name(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         position_label=table["position_label"].fillna("").astype(str),
         **{c: table[c].astype(int) for c in ("layer", "head", "position", "window")},
     )
+    # How figures and the report name layers and positions: see patchsweep.plotting.labels.
+    table = roles_only(table.assign(last_layer=last_layers(table)))
     sweeps = {}
     for name in pd.unique(table["sweep"]):
         sweep = table[table["sweep"] == name].reset_index(drop=True)
@@ -248,3 +345,15 @@ def find_partner(name: str, sweeps: dict[str, pd.DataFrame]) -> pd.DataFrame | N
         if same and other["direction"].iloc[0] != mine["direction"].iloc[0]:
             return other
     return None
+
+
+def _plan(stem: str, kind: str, shown: list[pd.DataFrame], title: str, caption: str) -> FigurePlan:
+    return FigurePlan(stem, kind, tuple(_name(s) for s in shown), title, caption)
+
+
+def _name(sweep: pd.DataFrame) -> str:
+    return str(sweep["sweep"].iloc[0])
+
+
+def _names(shown: list[pd.DataFrame]) -> str:
+    return ", ".join(_name(s) for s in shown)

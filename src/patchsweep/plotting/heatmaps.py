@@ -1,19 +1,24 @@
 """Heatmaps of 2-D sweeps: layer × position, layer × head, and their small multiples.
 
-Every heatmap shows the ``normalized`` effect (0 = corrupted, 1 = clean) on a diverging
-colour scale centred at 0 with symmetric limits ``±max(style.min_limit, max |value|)``, so
-white means "behaves like the corrupted run" and full red "like the clean run" in every
-figure of an experiment. Layer 0 is the top row, as in TransformerLens and most papers.
+Every heatmap is on a diverging colour scale centred at 0 with symmetric limits
+``±max(style.min_limit, max |value|)``, so that white always means "this site does not
+matter" and full colour "it matters fully", in both directions: denoising shows the
+``normalized`` effect (0 = corrupted, 1 = clean: the recovery), noising shows
+``normalized − 1`` (the drop from clean, 0 = no effect, −1 = as corrupted). Layer 0 is
+the top row, as in TransformerLens and most papers.
 
-The s.e.m. is shown twice: as a ``±`` second line under each cell's value when cells are
-annotated (a companion s.e.m. heatmap would double the figure for a number readers only
-check), and summarised (median and max) in the title, so a figure without annotations still
-says how noisy its means are.
+The title is one line (sweep · model · dataset); the caption (see
+:mod:`patchsweep.plotting.captions`) says the rest. Each cell's s.e.m. is shown as a
+``±`` second line under its value when cells are annotated (a companion s.e.m. heatmap
+would double the figure for a number readers only check). Sizes follow from the labels:
+a panel is as wide as its cells or its title, the figure as wide as its title, and as
+tall as its colorbar label, so that no text runs into another (checked by
+:mod:`patchsweep.plotting.overlap` in the tests).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import matplotlib as mpl
 import numpy as np
@@ -23,22 +28,22 @@ from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
 from patchsweep.component_types import COMPONENT_TYPES
+from patchsweep.plotting.labels import layer_span
 from patchsweep.plotting.settings import format_value
 from patchsweep.plotting.style import (
-    DIRECTION_HOW,
+    CHAR_EM,
     ExperimentInfo,
     PlotStyle,
-    metric_line,
-    sem_line,
-    sweep_title,
+    colorbar_label,
+    figure_title,
+    shown_values,
     symmetric_limit,
-    wrap_title,
+    text_inches,
 )
 
 # The components of the combined figure: the whole (not per-head) ones, in table order.
 PANEL_COMPONENTS = tuple(c.name for c in COMPONENT_TYPES.values() if not c.headed)
 MAX_ANNOTATED_CELLS = 400
-_CHAR_EM = 0.6  # average DejaVu Sans glyph width, in ems: enough to size cells and ticks
 
 
 @dataclass
@@ -63,53 +68,57 @@ class _Geometry:
     rotate: bool  # column tick labels vertical
 
 
-def layer_pos_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+def layer_pos_figure(
+    sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle, title: str = ""
+) -> Figure:
     """Layer × position heatmap of one sweep; x tick labels are the prompt's tokens/labels."""
-    component, direction, window = _describe(sweep)
     panel = _grid(sweep, "position")
-    title = sweep_title(info, [component], direction, "layer × position", window)
+    title = title or _title(sweep, info)
     return _figure([panel], title, sweep, info, style, ncols=1, xlabel="Position")
 
 
-def layer_head_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+def layer_head_figure(
+    sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle, title: str = ""
+) -> Figure:
     """Layer × head heatmap of a sweep that patches each head at all positions at once."""
-    component, direction, window = _describe(sweep)
     panel = _grid(sweep, "head")
-    title = sweep_title(info, [component], direction, "layer × head", window)
+    title = title or _title(sweep, info)
     return _figure([panel], title, sweep, info, style, ncols=1, xlabel="Head")
 
 
-def head_pos_figure(sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle) -> Figure:
+def head_pos_figure(
+    sweep: pd.DataFrame, info: ExperimentInfo, style: PlotStyle, title: str = ""
+) -> Figure:
     """One layer × head panel per position (small multiples) on one shared colour scale.
 
     Small multiples keep each panel a familiar layer × head grid; interleaving heads and
     positions on one axis would make neither readable.
     """
-    component, direction, window = _describe(sweep)
     panels = []
     for position, rows in sweep.groupby("position", sort=True):
         panel = _grid(rows, "head")
-        panel.title = _position_title(int(position), str(rows["position_label"].iloc[0]))
+        panel.title = position_title(int(position), str(rows["position_label"].iloc[0]))
         panels.append(panel)
-    title = sweep_title(info, [component], direction, "layer × head at each position", window)
+    title = title or _title(sweep, info)
     return _figure(panels, title, sweep, info, style, ncols=min(4, len(panels)), xlabel="Head")
 
 
-def panels_figure(sweeps: list[pd.DataFrame], info: ExperimentInfo, style: PlotStyle) -> Figure:
+def panels_figure(
+    sweeps: list[pd.DataFrame], info: ExperimentInfo, style: PlotStyle, title: str = ""
+) -> Figure:
     """resid / attn_out / mlp_out layer × position sweeps of one direction, side by side.
 
     One colour scale and one colorbar for all panels, so a colour means the same effect in
-    each: that is the point of putting them together.
+    each: that is the point of putting them together. The default title names the sweeps.
     """
-    components = [_describe(sweep)[0] for sweep in sweeps]
-    direction = _describe(sweeps[0])[1]
     panels = []
-    for component, sweep in zip(components, sweeps, strict=True):
+    for sweep in sweeps:
         panel = _grid(sweep, "position")
-        panel.title = component
+        panel.title = _describe(sweep)[0]
         panels.append(panel)
-    title = sweep_title(info, components, direction, "layer × position")
+    names = ", ".join(str(sweep["sweep"].iloc[0]) for sweep in sweeps)
     combined = pd.concat(sweeps, ignore_index=True)
+    title = title or figure_title(names, info)
     return _figure(panels, title, combined, info, style, ncols=len(panels), xlabel="Position")
 
 
@@ -125,13 +134,14 @@ def paired_figure(
 
     Each side keeps the layout its sweep's kind gets alone (layer × position, layer × head,
     or layer over one "all positions" column), so the pair reads like the ordinary figure;
-    per-position head grids come as (left, right) pairs for each position. A NaN in
-    ``right`` is drawn grey: a site that was not measured, not an effect of 0.
+    per-position head grids come as (left, right) pairs for each position, titled
+    ``<side>, pos <i>: <label>``. A NaN in ``right`` is drawn grey: a site that was not
+    measured, not an effect of 0.
 
     Args:
         left: Rows of one sweep (e.g. the attribution estimate).
         right: The same sites, in any order (e.g. exact patching); same columns.
-        titles: Panel titles of the left and right side.
+        titles: Panel titles of the left and right side, one line each.
         title: The figure's title, one line.
         info: Model, dataset and metric, for the colorbar.
         style: Sizes, fonts and colours.
@@ -143,9 +153,9 @@ def paired_figure(
         for (position, a), (_, b) in zip(
             left.groupby("position", sort=True), right.groupby("position", sort=True), strict=True
         ):
-            where = _position_title(int(position), str(a["position_label"].iloc[0]))
+            where = position_title(int(position), str(a["position_label"].iloc[0]))
             pair = [_grid(a, "head"), _grid(b, "head")]
-            pair[0].title, pair[1].title = f"{titles[0]}\n{where}", f"{titles[1]}\n{where}"
+            pair[0].title, pair[1].title = f"{titles[0]}, {where}", f"{titles[1]}, {where}"
             panels += pair
         ncols = min(4, len(panels))
     else:
@@ -154,7 +164,7 @@ def paired_figure(
         ncols = 2
     xlabel = "Head" if by_head else ("Position" if (left["position"] >= 0).any() else "")
     both = pd.concat([left, right], ignore_index=True)
-    return _figure(panels, title, both, info, style, ncols=ncols, xlabel=xlabel, lines=[title])
+    return _figure(panels, title, both, info, style, ncols=ncols, xlabel=xlabel)
 
 
 def select_panel_sweeps(grids: dict[str, pd.DataFrame], direction: str) -> list[pd.DataFrame]:
@@ -182,8 +192,16 @@ def _describe(sweep: pd.DataFrame) -> tuple[str, str, int]:
     return str(first["component"]), str(first["direction"]), int(sweep["window"].max())
 
 
+def _title(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
+    return figure_title(str(sweep["sweep"].iloc[0]), info)
+
+
 def _grid(sweep: pd.DataFrame, column: str) -> _Panel:
-    """Pivot one sweep to a (layer, ``column``) grid; duplicate sites are an input error."""
+    """Pivot one sweep to a (layer, ``column``) grid; duplicate sites are an input error.
+
+    Rows are labelled by the layers each row patches: ``last_layer`` when the table has it
+    (see :func:`patchsweep.plotting.labels.last_layers`), else the whole window.
+    """
     keys = ["layer", column]
     duplicated = sweep.duplicated(keys)
     if duplicated.any():
@@ -196,10 +214,10 @@ def _grid(sweep: pd.DataFrame, column: str) -> _Panel:
     values = values.sort_index(axis=1)
     sem = sweep.pivot(index="layer", columns=column, values="sem").loc[values.index]
     sem = sem[values.columns]
-    window = int(sweep["window"].max())
-    rows = [
-        str(layer) if window == 1 else f"{layer}–{layer + window - 1}" for layer in values.index
-    ]
+    if "last_layer" not in sweep.columns:
+        sweep = sweep.assign(last_layer=sweep["layer"] + sweep["window"] - 1)
+    last = sweep.groupby("layer")["last_layer"].max()
+    rows = [layer_span(int(layer), int(last[layer])) for layer in values.index]
     if column == "position":
         labels = sweep.drop_duplicates("position").set_index("position")["position_label"]
         cols = [str(labels[p]) for p in values.columns]
@@ -208,7 +226,8 @@ def _grid(sweep: pd.DataFrame, column: str) -> _Panel:
     return _Panel(values.to_numpy(float), sem.to_numpy(float), rows, cols)
 
 
-def _position_title(position: int, label: str) -> str:
+def position_title(position: int, label: str) -> str:
+    """``pos 3: S2``, or ``pos 3`` where the label is the index or empty."""
     return f"pos {position}" if label in ("", str(position)) else f"pos {position}: {label}"
 
 
@@ -218,8 +237,8 @@ def _geometry(panels: list[_Panel], style: PlotStyle, ncols: int) -> _Geometry:
     cell_fs = fs - 2
     n_cells = sum(p.values.size for p in panels)
     shown = [v for p in panels for v in p.values.ravel() if np.isfinite(v)] or [-0.99]
-    widest = max(len(format(v, style.annotate_fmt)) for v in shown)
-    annotated_w = widest * _CHAR_EM * cell_fs / 72 + 0.1
+    widest = max(len(format_value(v, style.annotate_fmt)) for v in shown)
+    annotated_w = widest * CHAR_EM * cell_fs / 72 + 0.12
     cols_per_row = sum(len(p.col_labels) for p in panels[:ncols])
     if style.annotate == "auto":
         fits = cols_per_row * annotated_w + 2.0 <= style.max_width
@@ -231,7 +250,7 @@ def _geometry(panels: list[_Panel], style: PlotStyle, ncols: int) -> _Geometry:
     col_w = annotated_w if annotate else 1.5 * fs / 72
     row_h = (2 * line_h + 0.08 if show_sem else line_h + 0.1) if annotate else 1.5 * fs / 72
     longest = max(len(label) for p in panels for label in p.col_labels)
-    rotate = longest * _CHAR_EM * fs / 72 > 0.95 * col_w
+    rotate = longest * CHAR_EM * fs / 72 > 0.95 * col_w
     return _Geometry(annotate, show_sem, col_w, row_h, rotate)
 
 
@@ -243,36 +262,37 @@ def _figure(
     style: PlotStyle,
     ncols: int,
     xlabel: str,
-    lines: list[str] | None = None,
 ) -> Figure:
     """Lay out the panels, one shared symmetric colour scale and one labelled colorbar.
 
-    ``lines`` replaces the default title lines (title, metric, direction, s.e.m.).
+    ``sweep`` holds every row drawn: it sets the colour scale and the direction, whose
+    :func:`~patchsweep.plotting.style.shown_values` the cells show.
     """
+    direction = str(sweep["direction"].iloc[0])
+    panels = [replace(p, values=shown_values(direction, p.values)) for p in panels]
     geo = _geometry(panels, style, ncols)
     nrows = -(-len(panels) // ncols)
     fs = style.font_size
     longest = max(len(label) for p in panels for label in p.col_labels)
-    tick_h = longest * _CHAR_EM * fs / 72 if geo.rotate else fs / 72
-    widths = [len(p.col_labels) for p in panels[:ncols]]
+    tick_h = longest * CHAR_EM * fs / 72 if geo.rotate else fs / 72
+    # A panel is as wide as its cells, or as its title; in a grid of several rows every
+    # column is as wide as the widest panel.
+    needed = [max(len(p.col_labels) * geo.col_w, text_inches(p.title, fs) + 0.2) for p in panels]
+    widths = needed[:ncols] if nrows == 1 else [max(needed)] * ncols
     panel_h = len(panels[0].row_labels) * geo.row_h
-    width = max(style.width, sum(widths) * geo.col_w + 0.45 * ncols + 1.6)
-    direction = str(sweep["direction"].iloc[0])
-    lines = lines or [
-        title,
-        metric_line(info),
-        DIRECTION_HOW.get(direction, direction),
-        sem_line(sweep["sem"], int(sweep["n_prompts"].max())),
-    ]
-    text = wrap_title(lines, width, fs)
-    title_h = (text.count("\n") + 1) * 1.35 * (fs + 1) / 72
-    panel_titles = 0.25 * max(p.title.count("\n") + 1 if p.title else 0 for p in panels)
-    height = max(style.height, nrows * (panel_h + tick_h + 0.5 + panel_titles) + title_h + 0.2)
+    label = colorbar_label(info, direction)
+    title_w = text_inches(title, fs + 1) + 0.3
+    width = max(style.width, sum(widths) + 0.45 * ncols + 1.6, title_w)
+    title_h = 1.35 * (fs + 1) / 72
+    panel_titles = 0.25 if any(p.title for p in panels) else 0.0
+    grid_h = nrows * (panel_h + tick_h + 0.5 + panel_titles) + title_h + 0.2
+    # The colorbar label runs along the colorbar: the figure must be at least that tall.
+    height = max(style.height, grid_h, text_inches(label, fs) + title_h + 0.6)
 
     fig = Figure(figsize=(width, height), layout="constrained")
     fig.get_layout_engine().set(wspace=0.03, hspace=0.04)  # gutters between panels
-    fig.suptitle(text)
-    limit = symmetric_limit(sweep["normalized"], style.min_limit)
+    fig.suptitle(title)
+    limit = symmetric_limit(shown_values(direction, sweep["normalized"]), style.min_limit)
     norm = Normalize(vmin=-limit, vmax=limit)
     cmap = mpl.colormaps[style.cmap].with_extremes(bad="#d9d9d9")
     ratios = widths if nrows == 1 else None
@@ -288,7 +308,7 @@ def _figure(
         ax.tick_params(labelleft=first_col)
         ax.set_xlabel(xlabel)
     colorbar = fig.colorbar(mesh, ax=axes.ravel().tolist(), shrink=min(1.0, 2.5 / height + 0.5))
-    colorbar.set_label(f"{info.metric_label}, normalised\n(0 = corrupted, 1 = clean)")
+    colorbar.set_label(label)
     return fig
 
 

@@ -2,9 +2,11 @@
 
 Each figure shows its own sweep as a solid line with a ±s.e.m. band. When the same
 component was also swept in the other direction, that sweep is drawn dashed on the same
-axis: denoising rises from 0 where noising falls from 1, and seeing both tells whether a
-layer is sufficient, necessary, or both. Dotted lines mark the corrupted (0) and clean (1)
-levels, which are always in view so the scale reads without the colorbar of a heatmap.
+axis, and gets no figure of its own: denoising rises from 0 where noising falls from 1,
+and seeing both tells whether a layer is sufficient, necessary, or both. Dotted lines
+mark the corrupted (0) and clean (1) levels, which are always in view so the scale reads
+without the colorbar of a heatmap. The legend sits below the axes, where it can never
+cover a line; the title is one line and the caption says the rest.
 """
 
 from __future__ import annotations
@@ -16,14 +18,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from patchsweep.plotting.style import (
-    DIRECTION_HOW,
-    DIRECTION_NOUNS,
     ExperimentInfo,
     PlotStyle,
-    metric_line,
-    sem_line,
-    sweep_title,
-    wrap_title,
+    figure_title,
+    text_inches,
 )
 
 # Okabe–Ito colours: distinguishable with the common colour-vision deficiencies.
@@ -36,36 +34,26 @@ def line_figure(
     info: ExperimentInfo,
     style: PlotStyle,
     partner: pd.DataFrame | None = None,
+    title: str = "",
 ) -> Figure:
     """Normalised effect against layer for one sweep, with its opposite direction if given.
 
     Args:
         sweep: Rows of one layer sweep (``head == position == -1``).
-        info: Model, dataset and metric, for the title.
+        info: Model, dataset and metric, for the title and the axis label.
         style: Sizes and fonts.
         partner: The same component swept in the other direction, drawn dashed.
+        title: One line; by default the sweeps' names, the model and the dataset.
     """
     first = sweep.iloc[0]
-    component, direction = str(first["component"]), str(first["direction"])
+    direction = str(first["direction"])
     windows = sorted(int(w) for w in sweep["window"].unique())
     n_layers = sweep["layer"].nunique()
-    width = max(style.width, 0.3 * n_layers + 2.0)
-    title = sweep_title(
-        info, [component], direction, "layer", windows[0] if len(windows) == 1 else 1
-    )
-    if partner is not None:
-        other = str(partner["direction"].iloc[0])
-        title += f" (with {DIRECTION_NOUNS.get(other, other)}, dashed)"
-    lines = [
-        title,
-        metric_line(info),
-        DIRECTION_HOW.get(direction, direction),
-        sem_line(sweep["sem"], int(sweep["n_prompts"].max())) + "; band = ±1 s.e.m.",
-    ]
-    text = wrap_title(lines, width, style.font_size)
-    title_h = (text.count("\n") + 1) * 1.35 * (style.font_size + 1) / 72
-    fig = Figure(figsize=(width, style.height + title_h), layout="constrained")
-    fig.suptitle(text)
+    names = [str(first["sweep"])] + ([] if partner is None else [str(partner["sweep"].iloc[0])])
+    title = title or figure_title(", ".join(names), info)
+    width = max(style.width, 0.3 * n_layers + 2.0, text_inches(title, style.font_size + 1) + 0.3)
+    fig = Figure(figsize=(width, style.height + 0.8), layout="constrained")
+    fig.suptitle(title)
     ax = fig.subplots()
 
     values = [sweep]
@@ -86,10 +74,11 @@ def line_figure(
 
     _reference_levels(ax, pd.concat(values)["normalized"])
     ax.set_xlabel(_layer_label(windows))
-    ax.set_ylabel(f"{info.metric_label}, normalised\n(0 = corrupted, 1 = clean)")
+    ax.set_ylabel(f"normalised {info.metric_label}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(loc="best", frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", frameon=False, ncols=1)
     return fig
 
 

@@ -20,13 +20,15 @@ import html
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from patchsweep.io import json_text, write_text
 from patchsweep.plotting.attribution import AttributionSweep, figure_stems
 from patchsweep.plotting.attribution_report import html_section, markdown_section
+from patchsweep.plotting.captions import normalisation_text
+from patchsweep.plotting.labels import layer_span
 from patchsweep.plotting.markup import (
     escape_md,
     format_number,
@@ -39,6 +41,9 @@ from patchsweep.plotting.style import (
     ExperimentInfo,
     PlotStyle,
 )
+
+if TYPE_CHECKING:  # figures imports this module: only the type, to avoid a cycle
+    from patchsweep.plotting.figures import FigurePlan
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -78,9 +83,13 @@ def top_sites(sweep: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def site_label(row: pd.Series) -> str:
-    """Short site name such as ``L3 pos 5 (S2)``, ``L3 H7``, or ``L3–5`` for a window."""
+    """Short site name such as ``L3 pos 5 (S2)``, ``L3 H7``, or ``L3–5`` for a window.
+
+    A window is named by the layers it patches: ``last_layer`` where the row has it.
+    """
     layer, window = int(row["layer"]), int(row["window"])
-    parts = [f"L{layer}" if window == 1 else f"L{layer}–{layer + window - 1}"]
+    last = int(row["last_layer"]) if "last_layer" in row.index else layer + window - 1
+    parts = [f"L{layer_span(layer, last)}"]
     if int(row["head"]) >= 0:
         parts.append(f"H{int(row['head'])}")
     if int(row["position"]) >= 0:
@@ -145,50 +154,79 @@ def write_report_files(
     out_dir: Path,
     attribution: Mapping[str, AttributionSweep] | None = None,
     checks: Mapping[str, Mapping[str, Any]] | None = None,
+    plans: list[FigurePlan] | None = None,
 ) -> list[Path]:
     """Write the three report files; see :func:`patchsweep.plotting.write_report`.
 
     ``attribution`` holds the table's attribution sweeps, ``checks`` the ``sweeps`` of
     ``attribution_check.json``; a sweep in either is listed in the attribution section.
+    ``plans`` (from :func:`~patchsweep.plotting.figures.plan_figures`) say which figure
+    draws which sweeps: each is shown once, with its caption, in the section of the first
+    sweep it draws; the sections of the others point there. None: a figure per sweep,
+    matched by file name, without captions.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     attribution, checks = attribution or {}, checks or {}
     by_stem: dict[str, list[Path]] = {}
     for figure in figures:
         by_stem.setdefault(Path(figure).stem, []).append(Path(figure))
-    sections = []
-    for name, sweep in sweeps.items():
-        sections.append(
-            (name, _describe(sweep, info), top_sites(sweep, style.top_k), by_stem.pop(name, []))
-        )
-    attributed = {**checks, **{n: _table_facts(a) for n, a in attribution.items()}}
+    sections = _sections(sweeps, by_stem, plans, info, style)
+    attributed = {**checks, **{n: a.facts for n, a in attribution.items()}}
     attributed_figures = {
         stem: by_stem.pop(stem, []) for name in attributed for stem in figure_stems(name)
     }
     extra = sorted(by_stem.items())
     spec = style.annotate_fmt
-    md_attribution = markdown_section(attributed, attributed_figures, spec, out_dir)
-    html_attribution = html_section(attributed, attributed_figures, spec, out_dir)
+    shown_captions = {plan.stem: plan.caption for plan in plans or []}
+    md_attribution = markdown_section(attributed, attributed_figures, spec, out_dir, shown_captions)
+    html_attribution = html_section(attributed, attributed_figures, spec, out_dir, shown_captions)
+    sweep_rows = pd.concat(sweeps.values(), ignore_index=True) if sweeps else pd.DataFrame()
 
     md_path, html_path, json_path = (
         out_dir / REPORT_MD,
         out_dir / REPORT_HTML,
         out_dir / TOP_COMPONENTS,
     )
-    write_text(md_path, _markdown(sections, md_attribution, extra, baselines, info, style, out_dir))
-    write_text(html_path, _html(sections, html_attribution, extra, baselines, info, style, out_dir))
+    page = (sections, extra, baselines, info, style, out_dir, normalisation_text(sweep_rows))
+    write_text(md_path, _markdown(md_attribution, *page))
+    write_text(html_path, _html(html_attribution, *page))
     estimates = {name: sweep.estimate for name, sweep in attribution.items()}
     metrics = top_components(sweeps, style.top_k, estimates)
     write_text(json_path, json_text(metrics, sort_keys=False))
     return [md_path, html_path, json_path]
 
 
-def _table_facts(sweep: AttributionSweep) -> dict[str, Any]:
-    """What the table says of an attribution sweep, under its check entry's own values."""
-    first = sweep.estimate.iloc[0]
-    facts = {"component": str(first["component"]), "direction": str(first["direction"])}
-    facts |= {"n_sites": len(sweep.estimate), "n_verified": len(sweep.verified)}
-    return {**facts, **sweep.check}
+def _sections(
+    sweeps: dict[str, pd.DataFrame],
+    by_stem: dict[str, list[Path]],
+    plans: list[FigurePlan] | None,
+    info: ExperimentInfo,
+    style: PlotStyle,
+) -> list[tuple]:
+    """Per exact sweep: name, description, top sites, figures shown here, a pointer note.
+
+    Figures are ``(stem, caption, paths)``; the paths are taken out of ``by_stem``.
+    """
+    home: dict[str, str] = {}  # figure stem → the sweep whose section shows it
+    for name in sweeps:
+        for plan in plans or []:
+            if name in plan.sweeps:
+                home.setdefault(plan.stem, name)
+    sections = []
+    for name, sweep in sweeps.items():
+        if plans is None:
+            shown = [(name, "", by_stem.pop(name, []))]
+        else:
+            shown = [(p.stem, p.caption, by_stem.pop(p.stem, [])) for p in plans
+                     if home.get(p.stem) == name]  # fmt: skip
+        elsewhere = [
+            f"{name} is drawn in the figure {p.stem}, under {home[p.stem]}."
+            for p in plans or []
+            if name in p.sweeps and home.get(p.stem) != name
+        ]
+        top = top_sites(sweep, style.top_k)
+        sections.append((name, _describe(sweep, info), top, shown, " ".join(elsewhere)))
+    return sections
 
 
 def _describe(sweep: pd.DataFrame, info: ExperimentInfo) -> str:
@@ -242,21 +280,22 @@ def _top_rows(top: pd.DataFrame, spec: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _intro(baselines: dict, info: ExperimentInfo) -> str:
+def _intro(baselines: dict, info: ExperimentInfo, normalisation: str) -> str:
     n = baselines.get("n_prompts", "n/a")
     return (
-        f"Metric: {info.metric_label}, averaged over {n} prompts. Normalised effect = "
-        "(patched − corrupted) / (clean − corrupted): 0 = corrupted, 1 = clean. Sites are "
-        "ranked by |normalised| for denoising and by |1 − normalised| (the drop) for noising."
+        f"Metric: {info.metric_label}, averaged over {n} prompts, {normalisation}: "
+        "0 = corrupted, 1 = clean. Sites are ranked by |normalised| for denoising and by "
+        "|1 − normalised| (the drop) for noising; noising heatmaps show normalised − 1, so "
+        "that in both directions white is a site that does not matter."
     )
 
 
-def _markdown(sections, attribution, extra, baselines, info, style, out_dir) -> str:
+def _markdown(attribution, sections, extra, baselines, info, style, out_dir, normalisation) -> str:
     spec = style.annotate_fmt
     out = [
         f"# Activation patching — {escape_md(info.model)} on {escape_md(info.dataset)}",
         "",
-        escape_md(_intro(baselines, info)),
+        escape_md(_intro(baselines, info, normalisation)),
         "",
     ]
     out += [
@@ -267,7 +306,7 @@ def _markdown(sections, attribution, extra, baselines, info, style, out_dir) -> 
     ]
     out += [f"| {run} | {value} | {acc} |" for run, value, acc in _baseline_rows(baselines, spec)]
     out += ["", escape_md(_gap(baselines, spec)), ""]
-    for name, description, top, figures in sections:
+    for name, description, top, shown, note in sections:
         out += [f"## {escape_md(name)}", "", escape_md(description) + ".", ""]
         out += [
             f"Top {len(top)} sites:",
@@ -276,31 +315,38 @@ def _markdown(sections, attribution, extra, baselines, info, style, out_dir) -> 
             "|---:|---|---:|---:|",
         ]
         out += [f"| {r} | {escape_md(s)} | {v} | {m} |" for r, s, v, m in _top_rows(top, spec)]
-        out += ["", *md_figures(name, figures, out_dir)]
+        out.append("")
+        for stem, caption, figures in shown:
+            lines = md_figures(stem, figures, out_dir)
+            out += [*lines, escape_md(caption), ""] if lines and caption else lines
+        out += [escape_md(note), ""] if note else []
     out += attribution
     for stem, figures in extra:
         out += [f"## {escape_md(stem)}", "", *md_figures(stem, figures, out_dir)]
     return "\n".join(out).rstrip() + "\n"
 
 
-def _html(sections, attribution, extra, baselines, info, style, out_dir) -> str:
+def _html(attribution, sections, extra, baselines, info, style, out_dir, normalisation) -> str:
     spec, esc = style.annotate_fmt, html.escape
     title = f"Activation patching — {info.model} on {info.dataset}"
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">']
     out += [f"<title>{esc(title)}</title>", f"<style>\n{_CSS}\n</style>", "</head>", "<body>"]
     out += [
         f"<h1>{esc(title)}</h1>",
-        f"<p>{esc(_intro(baselines, info))}</p>",
+        f"<p>{esc(_intro(baselines, info, normalisation))}</p>",
         "<h2>Baselines</h2>",
     ]
     header = ("run", f"{info.metric_label} (mean ± s.e.m.)", "accuracy")
     out.append(html_table(header, _baseline_rows(baselines, spec), numeric=(1, 2)))
     out.append(f"<p>{esc(_gap(baselines, spec))}</p>")
-    for name, description, top, figures in sections:
+    for name, description, top, shown, note in sections:
         out += [f'<h2 id="{esc(name)}">{esc(name)}</h2>', f"<p>{esc(description)}.</p>"]
         header = ("rank", "site", "normalised ± s.e.m.", info.metric_label)
         out.append(html_table(header, _top_rows(top, spec), numeric=(0, 2, 3)))
-        out += html_figures(name, figures, out_dir)
+        for stem, caption, figures in shown:
+            lines = html_figures(stem, figures, out_dir)
+            out += [*lines, f'<p class="note">{esc(caption)}</p>'] if lines and caption else lines
+        out += [f'<p class="note">{esc(note)}</p>'] if note else []
     out += attribution
     for stem, figures in extra:
         out += [f'<h2 id="{esc(stem)}">{esc(stem)}</h2>', *html_figures(stem, figures, out_dir)]

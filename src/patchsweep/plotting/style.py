@@ -8,8 +8,6 @@ an interrupted run never leaves a half-written file that a later ``dvc commit`` 
 
 from __future__ import annotations
 
-import math
-import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +28,9 @@ _METADATA: dict[str, dict[str, str | None]] = {
     "pdf": {"Creator": _SOFTWARE, "Producer": _SOFTWARE, "CreationDate": None, "ModDate": None},
     "svg": {"Creator": _SOFTWARE, "Date": None},
 }
+_CAPTION_KEY = {"png": "Description", "pdf": "Subject", "svg": "Description"}
+TITLE_SEPARATOR = " · "
+CHAR_EM = 0.6  # average DejaVu Sans glyph width, in ems: enough to size cells and labels
 
 DIRECTION_VERBS = {"denoise": "Denoising", "noise": "Noising"}
 DIRECTION_NOUNS = {"denoise": "denoising", "noise": "noising"}
@@ -115,10 +116,14 @@ def style_context(style: PlotStyle) -> Iterator[None]:
         yield
 
 
-def save_figure(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> list[Path]:
+def save_figure(
+    fig: Figure, out_dir: Path, stem: str, formats: list[str], title: str = "", caption: str = ""
+) -> list[Path]:
     """Write ``fig`` as ``out_dir/stem.<fmt>`` for every format, atomically and reproducibly.
 
-    Call inside :func:`style_context` so the SVG hash salt and font settings apply.
+    Call inside :func:`style_context` so the SVG hash salt and font settings apply. The
+    figure's one-line ``title`` and its ``caption`` (what the report says under it) go into
+    each file's metadata, so a figure copied out of the report still says what it shows.
 
     Returns:
         The written paths, in the order of ``formats``.
@@ -129,7 +134,7 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> li
         fig.savefig(
             buffer,
             format=fmt,
-            metadata=_METADATA[fmt],
+            metadata=figure_metadata(fmt, title, caption),
             bbox_inches="tight",
             pad_inches=0.08,
             facecolor="white",
@@ -140,12 +145,27 @@ def save_figure(fig: Figure, out_dir: Path, stem: str, formats: list[str]) -> li
     return paths
 
 
+def figure_metadata(fmt: str, title: str = "", caption: str = "") -> dict[str, str | None]:
+    """The constant metadata of ``fmt``, plus the title and caption under that format's keys.
+
+    PDF's document information names the caption ``Subject``; PNG text chunks and SVG's
+    Dublin Core call it ``Description``.
+    """
+    metadata = dict(_METADATA[fmt])
+    if title:
+        metadata["Title"] = title
+    if caption:
+        metadata[_CAPTION_KEY[fmt]] = caption
+    return metadata
+
+
 def symmetric_limit(values: object, floor: float) -> float:
     """Half-width of a colour scale centred at 0: ``max(floor, max |value|)``.
 
-    With ``floor = 1`` the clean level always has the same colour, so figures of one
-    experiment compare at a glance and a weak sweep looks weak instead of being stretched
-    to full saturation; overshoot beyond ±1 widens the scale instead of clipping.
+    With ``floor = 1`` a full effect (recovering the clean run, or falling to the corrupted
+    one) always has the same colour, so figures of one experiment compare at a glance and
+    a weak sweep looks weak instead of being stretched to full saturation; overshoot
+    beyond ±1 widens the scale instead of clipping.
     """
     finite = np.abs(np.asarray(values, dtype=float))
     finite = finite[np.isfinite(finite)]
@@ -154,19 +174,37 @@ def symmetric_limit(values: object, floor: float) -> float:
     return limit if limit > 0 else 1.0
 
 
-def sweep_title(
-    info: ExperimentInfo, components: list[str], direction: str, what: str, window: int = 1
-) -> str:
-    """First title line, e.g. ``Denoising attn_out by layer × position — gpt2 on ioi``."""
-    names = components[0] if len(components) == 1 else _join_words(components)
-    verb = DIRECTION_VERBS.get(direction, direction.capitalize())
-    windowed = f", {window}-layer windows" if window > 1 else ""
-    return f"{verb} {names} by {what}{windowed} — {info.model} on {info.dataset}"
+def figure_title(what: str, info: ExperimentInfo) -> str:
+    """The one-line title, e.g. ``head · gpt2 · ioi``; the caption says everything else.
+
+    A title of several lines took a third of a small figure; what it said (metric,
+    normalisation, direction, s.e.m.) is in the report's caption and the file's metadata.
+    """
+    return TITLE_SEPARATOR.join([what, info.model, info.dataset])
 
 
-def metric_line(info: ExperimentInfo) -> str:
-    """The scale every figure uses, spelled out so the figure stands alone."""
-    return f"{info.metric_label}, normalised: 0 = corrupted, 1 = clean"
+def shown_values(direction: str, normalized: object) -> np.ndarray:
+    """What a heatmap's colour shows: the normalised effect, or for noising the drop from clean.
+
+    Noising starts from the clean run (normalised 1), so plotting ``normalized`` itself
+    would saturate every cell that does *not* matter. ``normalized − 1`` puts those at
+    0 (white) and makes the sites that matter saturate, as denoising's do.
+    """
+    values = np.asarray(normalized, dtype=float)
+    return values - 1.0 if direction == "noise" else values
+
+
+def colorbar_label(info: ExperimentInfo, direction: str) -> str:
+    """Two short lines: what the colour is, and what its ends mean."""
+    if direction == "noise":
+        return f"drop from clean\nnormalised {info.metric_label} − 1"
+    return f"normalised {info.metric_label}\n0 = corrupted, 1 = clean"
+
+
+def text_inches(text: str, font_size: float) -> float:
+    """Rough width of the longest line of ``text`` in inches, to size a figure around it."""
+    longest = max((len(line) for line in text.split("\n")), default=0)
+    return longest * CHAR_EM * font_size / 72
 
 
 def sem_line(sem: object, n_prompts: int) -> str:
@@ -177,21 +215,3 @@ def sem_line(sem: object, n_prompts: int) -> str:
     if not values.size:
         return f"{prompts}; no s.e.m. (needs ≥ 2 prompts)"
     return f"{prompts}; s.e.m. median {np.median(values):.3f}, max {values.max():.3f}"
-
-
-def wrap_title(lines: list[str], width_in: float, font_size: float) -> str:
-    """Join title lines, wrapping each to the figure width so nothing is clipped.
-
-    A line too long for the figure is first split at its ``"; "`` clauses, so breaks fall
-    between phrases rather than inside them.
-    """
-    chars = max(30, math.floor(width_in * 72 / (0.5 * (font_size + 1))))
-    out = []
-    for line in lines:
-        clauses = [line] if len(line) <= chars else line.split("; ")
-        out += [textwrap.fill(clause, chars) for clause in clauses]
-    return "\n".join(out)
-
-
-def _join_words(words: list[str]) -> str:
-    return ", ".join(words[:-1]) + " and " + words[-1]

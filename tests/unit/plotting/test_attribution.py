@@ -215,8 +215,10 @@ class TestComparisonFigure:
         rows.append(_row("atp_hp", "z", 0, 1, 2, 0.3))
         (atp,) = split_attribution(pd.DataFrame(rows)).values()
         titles = [ax.get_title() for ax in _panels(comparison_figure(atp, INFO, style))]
-        assert [t.split("\n")[0] for t in titles] == ["attribution estimate", "exact patching"] * 2
-        assert [t.split("\n")[-1] for t in titles] == ["pos 0: S1"] * 2 + ["pos 2: END"] * 2
+        sides = ["attribution estimate", "exact patching (grey: not verified)"]
+        assert titles == [
+            f"{side}, {where}" for where in ("pos 0: S1", "pos 2: END") for side in sides
+        ]
 
 
 class TestScatter:

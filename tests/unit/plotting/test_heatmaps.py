@@ -8,6 +8,7 @@ import pytest
 from matplotlib.collections import QuadMesh
 
 from patchsweep.plotting import ExperimentInfo, PlotStyle, render_figures
+from patchsweep.plotting.captions import heatmap_caption
 from patchsweep.plotting.heatmaps import (
     head_pos_figure,
     layer_head_figure,
@@ -107,10 +108,12 @@ class TestLayerPosition:
         (mesh,) = _meshes(layer_pos_figure(_sweep(table, "mlp_out_pos"), INFO, style))
         assert mesh.get_clim() == (-1.0, 1.0)
 
-    def test_title_names_everything(self, table, style):
-        title = layer_pos_figure(_sweep(table, "mlp_out_pos"), INFO, style).get_suptitle()
-        for part in ("gpt2", "ioi", "mlp_out", "Denoising", "logit diff", "layer × position"):
-            assert part in title
+    def test_title_is_one_line_and_the_caption_says_the_rest(self, table, style):
+        sweep = _sweep(table, "mlp_out_pos")
+        assert layer_pos_figure(sweep, INFO, style).get_suptitle() == "mlp_out_pos · gpt2 · ioi"
+        caption = heatmap_caption([sweep], INFO, "layer × position")
+        for part in ("mlp_out", "Denoising", "logit diff", "layer × position", "20 prompts"):
+            assert part.lower() in caption.lower()
 
     def test_small_grid_is_annotated_large_grid_is_not(self, table, style):
         (ax,) = _panels(layer_pos_figure(_sweep(table, "mlp_out_pos"), INFO, style))
@@ -138,7 +141,7 @@ class TestHeads:
         (ax,) = _panels(fig)
         assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2", "3"]
         assert ax.get_xlabel() == "Head"
-        assert "z" in fig.get_suptitle() and "layer × head" in fig.get_suptitle()
+        assert fig.get_suptitle() == "heads · gpt2 · ioi"
         low, high = _meshes(fig)[0].get_clim()
         assert low == -high == -1.0
 
@@ -175,18 +178,11 @@ class TestPanels:
 class TestRenderFigures:
     """File names, formats and determinism of the public entry point."""
 
-    def test_writes_every_sweep_and_the_panels(self, table, tmp_path):
+    def test_writes_every_sweep_once_panel_members_in_the_panels(self, table, tmp_path):
         style = PlotStyle(dpi=30, formats=["svg", "png"])
         paths = render_figures(table, INFO, style, tmp_path / "new")
         stems = {p.stem for p in paths}
-        assert stems == {
-            "resid_pre_pos",
-            "attn_out_pos",
-            "mlp_out_pos",
-            "heads",
-            "heads_pos",
-            "panels_denoise",
-        }
+        assert stems == {"heads", "heads_pos", "panels_denoise"}
         assert [p.suffix for p in paths[:2]] == [".svg", ".png"]  # in style.formats order
         assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
         assert not list((tmp_path / "new").glob(".*tmp"))  # no temp files left behind

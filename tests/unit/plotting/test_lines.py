@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from patchsweep.plotting import (
     ExperimentInfo,
@@ -13,6 +14,7 @@ from patchsweep.plotting import (
     render_figures,
     split_sweeps,
 )
+from patchsweep.plotting.captions import line_caption
 from patchsweep.plotting.lines import line_figure
 
 LAYERS = 6
@@ -96,31 +98,47 @@ class TestLineFigure:
         }
         assert {0.0, 1.0} <= levels
 
-    def test_title_names_everything(self, table, style):
-        partner = _sweep(table, "noise_mlp_layer")
-        title = line_figure(_sweep(table, "mlp_layer"), INFO, style, partner).get_suptitle()
-        for part in ("pythia-70m", "greater_than", "mlp_out", "Denoising", "prob diff", "noising"):
-            assert part in title
+    def test_title_is_one_line_and_the_caption_says_the_rest(self, table, style):
+        sweep, partner = _sweep(table, "mlp_layer"), _sweep(table, "noise_mlp_layer")
+        title = line_figure(sweep, INFO, style, partner).get_suptitle()
+        assert title == "mlp_layer, noise_mlp_layer · pythia-70m · greater_than"
+        caption = line_caption(sweep, INFO, partner)
+        for part in ("mlp_out", "Denoising", "prob diff", "noising", "dashed", "30 prompts"):
+            assert part.lower() in caption.lower()
+
+    def test_legend_below_the_axes(self, table, style):
+        fig = line_figure(_sweep(table, "mlp_layer"), INFO, style, _sweep(table, "noise_mlp_layer"))
+        (legend,) = fig.legends
+        assert [t.get_text() for t in legend.get_texts()] == [
+            "denoise (mlp_layer)",
+            "noise (noise_mlp_layer)",
+        ]
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        box, ax = legend.get_window_extent(renderer), fig.axes[0].get_window_extent(renderer)
+        assert box.y1 < ax.y0
 
     def test_single_prompt_has_no_band(self, style):
         sweep = pd.DataFrame(_rows("one", "attn_out", "noise", [0.9] * 3, sem=float("nan")))
         fig = line_figure(sweep.assign(n_prompts=1), INFO, style)
         assert not fig.axes[0].collections
-        assert "no s.e.m." in fig.get_suptitle()
+        caption = line_caption(sweep.assign(n_prompts=1), INFO)
+        assert "no s.e.m." in caption and "band" not in caption
 
     def test_windowed_sweep_says_so(self, style):
         sweep = pd.DataFrame(_rows("win", "mlp_out", "denoise", [0.2] * 4, window=3))
         fig = line_figure(sweep, INFO, style)
-        assert "3-layer" in fig.get_suptitle()
+        assert "patches 3 layers" in line_caption(sweep, INFO)
         assert "3-layer window" in fig.axes[0].get_xlabel()
 
 
 class TestRenderLines:
     """Through the public entry point."""
 
-    def test_one_file_per_sweep_and_format_no_panels(self, table, tmp_path):
+    def test_one_file_per_sweep_pair_and_format_no_panels(self, table, tmp_path):
         paths = render_figures(table, INFO, PlotStyle(dpi=30, formats=["png"]), tmp_path)
-        assert [p.name for p in paths] == ["attn_layer.png", "noise_mlp_layer.png", "mlp_layer.png"]
+        # mlp_layer is drawn dashed in the figure of its partner, first in table order.
+        assert [p.name for p in paths] == ["attn_layer.png", "noise_mlp_layer.png"]
 
     def test_rendering_twice_gives_identical_bytes(self, table, style, tmp_path):
         pair = table[table["component"] == "mlp_out"]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import html as htmllib
 import json
 import math
 import re
+from collections import Counter
 
 import pandas as pd
 import pytest
@@ -13,11 +15,14 @@ import pytest
 from patchsweep.plotting import (
     ExperimentInfo,
     PlotStyle,
+    plan_figures,
     render_figures,
+    split_sweeps,
     top_components,
     top_sites,
     write_report,
 )
+from patchsweep.plotting.markup import escape_md
 from patchsweep.plotting.report import site_label
 
 INFO = ExperimentInfo(model="gpt2", dataset="ioi", metric="logit_diff")
@@ -187,3 +192,50 @@ class TestReportPages:
     def test_missing_baselines_are_shown_not_fatal(self, table, style, tmp_path):
         paths = write_report(table, {"n_prompts": 1, "clean": math.nan}, [], INFO, style, tmp_path)
         assert "| clean | n/a | n/a |" in paths[0].read_text()
+
+
+class TestEachSweepOnce:
+    """No sweep is drawn twice, and the report shows each figure once with its caption."""
+
+    @pytest.fixture(scope="class")
+    def written(self, ioi, tmp_path_factory):
+        root = tmp_path_factory.mktemp("once")
+        style = PlotStyle(dpi=20, formats=["png", "pdf"])
+        figures = render_figures(ioi.table, ioi.info, style, root / "figures", ioi.checks)
+        paths = write_report(ioi.table, BASELINES, figures, ioi.info, style, root, ioi.checks)
+        return figures, paths[0].read_text(), paths[1].read_text()
+
+    def test_every_exact_sweep_is_in_exactly_one_figure(self, experiment):
+        plans = plan_figures(experiment.table, experiment.info, experiment.checks)
+        drawn = Counter(
+            name
+            for plan in plans
+            if plan.kind not in ("vs_exact", "scatter")
+            for name in plan.sweeps
+        )
+        assert drawn == dict.fromkeys(split_sweeps(experiment.table), 1)
+        assert len({plan.stem for plan in plans}) == len(plans)
+
+    def test_each_figure_once_in_both_pages(self, written):
+        figures, md, html = written
+        for figure in figures:
+            assert md.count(f"figures/{figure.name}") == 1, figure.name
+        pngs = [f for f in figures if f.suffix == ".png"]
+        assert html.count("data:image/png;base64,") == len(pngs)
+
+    def test_captions_under_the_figures(self, ioi, written):
+        _, md, html = written
+        captions = Counter(plan.caption for plan in plan_figures(ioi.table, ioi.info, ioi.checks))
+        for caption, times in captions.items():  # both scatters have the same caption
+            assert md.count(escape_md(caption)) == times, caption
+            assert html.count(htmllib.escape(caption)) == times, caption
+
+    def test_panel_members_point_to_the_panels(self, ioi, written):
+        _, md, _ = written
+        for name in split_sweeps(ioi.table):
+            assert md.count(f"## {escape_md(name)}\n") == 1
+        section = md.split("## attn_out_layer_pos\n")[1].split("\n## ")[0]
+        assert "drawn in the figure panels_denoise, under resid_pre_layer_pos" in section
+        assert "![" not in section
+        partner = md.split("## noise_attn_out_layer\n")[1].split("\n## ")[0]
+        assert "drawn in the figure attn_out_layer, under attn_out_layer" in partner
