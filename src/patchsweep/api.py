@@ -60,6 +60,7 @@ from patchsweep.noise import corruption_noise
 from patchsweep.normalize import results_tables
 from patchsweep.prompts import prepare_pairs
 from patchsweep.tokenize import TokenizedPairs
+from patchsweep.validity import check_validity
 
 FILE_SUFFIXES = (".csv", ".jsonl")
 
@@ -253,7 +254,11 @@ def sweep(
     Returns:
         One row per site (or site × prompt), with the sweep's name in ``sweep``; the
         baselines (clean and corrupted metric, the normalisation and the prompts it left
-        out: ``baselines.json``) in ``.attrs["baselines"]``.
+        out, the validity checks: ``baselines.json``) in ``.attrs["baselines"]``.
+
+    Raises:
+        ValidityError: the engine does not reproduce the unpatched runs (see
+            :mod:`patchsweep.validity`); nothing is returned.
     """
     sweeps = _sweeps(spec, keys)
     engine_cfg = (
@@ -279,11 +284,13 @@ def sweep(
     baselines = experiment_baselines(
         prompts.tokens, dict(runs.final_logits), metric_name, model.name, prompts.name
     )
+    experiment = f"{model.name} on {prompts.name}"
+    validity = check_validity(model, prompts.tokens, runs, metric_name, engine_cfg, experiment)
     anchors = prompt_anchors(prompts.tokens, dict(runs.final_logits), metric_name)
     table, prompt_table, normalization = results_tables(raw, anchors, stats_cfg)
     out = prompt_table if per_prompt else table
     out.attrs.update(
-        baselines={**baselines, **normalization},
+        baselines={**baselines, **normalization, "validity": validity},
         model=model.name,
         dataset=prompts.name,
         metric=metric_name,

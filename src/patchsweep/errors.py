@@ -33,3 +33,7 @@ class StaleInputError(PatchsweepError):
 
 class OutputError(PatchsweepError):
     """An output cannot be written where the pipeline puts it."""
+
+
+class ValidityError(PatchsweepError):
+    """A patched pass does not reproduce an unpatched run: the engine's numbers are wrong."""

@@ -108,6 +108,8 @@ def test_sweep_keys_as_keywords_and_one_capture_for_several(organism):
     pd.testing.assert_frame_equal(one, again)
     assert set(one["sweep"]) == {"attn_out_denoise"}
     assert one.attrs["baselines"]["n_prompts"] == 6
+    validity = one.attrs["baselines"]["validity"]
+    assert validity["resid_layer0_denoise"]["passed"] and validity["empty_patch_clean"]["passed"]
 
 
 def test_attribution_and_exact_tables_join_on_the_method_column(organism):

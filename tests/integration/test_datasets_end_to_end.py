@@ -51,3 +51,9 @@ def test_dataset_runs_end_to_end_and_shows_the_behaviour(organism_project, datas
     assert table["normalized"].notna().all()
     assert {f"{s}.png" for s in SWEEPS} <= {p.name for p in exp.figures.iterdir()}
     assert (exp.results / "report.html").is_file()
+    # the engine reproduces both runs (for factual: with the embedding noise)
+    validity = baselines["validity"]
+    for check in ("resid_layer0_denoise", "resid_layer0_noise", "empty_patch_clean"):
+        assert validity[check]["max_deviation"] <= validity[check]["tolerance"], validity
+    assert validity["empty_patch_corrupted"]["passed"] is True, validity
+    assert "Validity checks" in (exp.results / "report.md").read_text()

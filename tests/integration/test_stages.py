@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 import yaml
-from project import EXP, TINY_PAIRS, run_through_patch
+from project import EXP, TINY_PAIRS, run_and_fail, run_through_patch
 
+import patchsweep.engine.passes as passes
 from patchsweep.stages import normalize
 
 
@@ -46,6 +47,25 @@ def test_pipeline_writes_tidy_results_and_baselines(project):
     assert baselines["n_prompts"] == 2 and baselines["clean"] != baselines["corrupted"]
     assert baselines["normalization"] == "per_prompt" and baselines["excluded_prompts"] == []
     assert (table["n_prompts"] == 2).all()
+    validity = baselines["validity"]
+    checks = ["resid_layer0_denoise", "resid_layer0_noise", "empty_patch_corrupted"]
+    for name in [*checks, "empty_patch_clean"]:
+        assert validity[name]["passed"] is True, validity
+        assert 0 <= validity[name]["max_deviation"] <= validity[name]["tolerance"]
+    assert validity["accuracy"]["definition"] == "logit_diff > 0"
+
+
+def test_a_patch_that_writes_nothing_fails_normalize_and_keeps_its_outputs(
+    project, monkeypatch, capsys
+):
+    run_through_patch()
+    normalize.run(EXP)
+    before = {path: path.read_bytes() for path in (EXP.baselines, EXP.table, EXP.per_prompt)}
+    monkeypatch.setattr(passes, "write_patch", lambda act, patch, n_heads: None)
+    err = run_and_fail(normalize.run, capsys, EXP)
+    assert "tiny-gpt2 on tiny: validity check resid_layer0_denoise failed" in err
+    assert "deviates by up to" in err and "fix:" in err
+    assert {path: path.read_bytes() for path in before} == before
 
 
 def test_hydra_multirun_runs_whole_experiments(project):

@@ -41,6 +41,8 @@ from patchsweep.plotting.style import (
     ExperimentInfo,
     PlotStyle,
 )
+from patchsweep.plotting.validity_report import html_section as validity_html
+from patchsweep.plotting.validity_report import markdown_section as validity_markdown
 
 if TYPE_CHECKING:  # figures imports this module: only the type, to avoid a cycle
     from patchsweep.plotting.figures import FigurePlan
@@ -301,11 +303,12 @@ def _markdown(attribution, sections, extra, baselines, info, style, out_dir, nor
     out += [
         "## Baselines",
         "",
-        f"| run | {escape_md(info.metric_label)} (mean ± s.e.m.) | accuracy |",
+        f"| run | {escape_md(info.metric_label)} (mean ± s.e.m.) | top-1 accuracy |",
         "|---|---:|---:|",
     ]
     out += [f"| {run} | {value} | {acc} |" for run, value, acc in _baseline_rows(baselines, spec)]
     out += ["", escape_md(_gap(baselines, spec)), ""]
+    out += validity_markdown(baselines)
     for name, description, top, shown, note in sections:
         out += [f"## {escape_md(name)}", "", escape_md(description) + ".", ""]
         out += [
@@ -336,9 +339,10 @@ def _html(attribution, sections, extra, baselines, info, style, out_dir, normali
         f"<p>{esc(_intro(baselines, info, normalisation))}</p>",
         "<h2>Baselines</h2>",
     ]
-    header = ("run", f"{info.metric_label} (mean ± s.e.m.)", "accuracy")
+    header = ("run", f"{info.metric_label} (mean ± s.e.m.)", "top-1 accuracy")
     out.append(html_table(header, _baseline_rows(baselines, spec), numeric=(1, 2)))
     out.append(f"<p>{esc(_gap(baselines, spec))}</p>")
+    out += validity_html(baselines)
     for name, description, top, shown, note in sections:
         out += [f'<h2 id="{esc(name)}">{esc(name)}</h2>', f"<p>{esc(description)}.</p>"]
         header = ("rank", "site", "normalised ± s.e.m.", info.metric_label)
