@@ -42,7 +42,7 @@ def chromium(profile: Path) -> Iterator[Any]:
     the test when Debian's chromium or chromium-driver is not installed."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
     if missing:
-        pytest.skip(f"no {' or '.join(missing)}: install them with `{INSTALL}`")
+        pytest.skip(f"no {' and no '.join(missing)}: install Chromium and its driver: `{INSTALL}`")
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium: pip install -e '.[dev]'"
     )

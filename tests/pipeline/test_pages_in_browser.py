@@ -87,6 +87,7 @@ def repo(tmp_path) -> Path:
 
 @pytest.fixture
 def browser(tmp_path):
+    """Headless Chromium; first in each test's arguments, so a skip costs nothing."""
     with chromium(tmp_path / "profile") as driver:
         yield driver
 
@@ -99,7 +100,7 @@ def plots_page(root: Path, *command: str) -> Path:
     return page
 
 
-def test_plots_show_draws_offline(repo, browser):
+def test_plots_show_draws_offline(browser, repo):
     page = plots_page(repo, "show")  # plain: .dvc/config names the template
     text = page.read_text()
     assert "<script src=" not in text and "window.vegaEmbed" in text
@@ -107,7 +108,7 @@ def test_plots_show_draws_offline(repo, browser):
     assert colours(browser.get_screenshot_as_png()) > 4
 
 
-def test_dvc_default_page_is_blank_offline(repo, browser):
+def test_dvc_default_page_is_blank_offline(browser, repo):
     """Without the template DVC writes its CDN page; offline, the check finds nothing."""
     sh(repo, "dvc", "config", "--unset", "plots.html_template")
     page = plots_page(repo, "show")
@@ -118,7 +119,7 @@ def test_dvc_default_page_is_blank_offline(repo, browser):
     assert colours(browser.get_screenshot_as_png()) == 1
 
 
-def test_plots_diff_against_head_in_fresh_clone(repo, tmp_path, browser):
+def test_plots_diff_against_head_in_fresh_clone(browser, repo, tmp_path):
     """The CSVs are in git (cache: false), so a clone without DVC's cache can compare."""
     clone = tmp_path / "clone"
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
@@ -179,7 +180,7 @@ def report(tmp_path_factory) -> tuple[Path, list[Path]]:
     return html, [f for f in figures if f.suffix == ".png"]
 
 
-def test_report_figures_draw(report, browser):
+def test_report_figures_draw(browser, report):
     page, pngs = report
     assert len(pngs) >= 2
     assert unloaded_images(browser, page) == []
@@ -189,7 +190,7 @@ def test_report_figures_draw(report, browser):
         assert colours(image.screenshot_as_png) > 4, image.get_attribute("alt")
 
 
-def test_report_check_finds_a_broken_figure(report, browser, tmp_path):
+def test_report_check_finds_a_broken_figure(browser, report, tmp_path):
     page, _ = report
     text = page.read_text()
     start = text.index("data:image/png;base64,") + len("data:image/png;base64,")
