@@ -3,23 +3,32 @@
 #   make test    install, then run the default (fast) test suite
 #   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
 #   make lint    ruff, then mypy on the files [tool.mypy] names in pyproject.toml
+#   make plots   dvc plots show: the per-layer sweeps as one page that draws offline
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# The page .dvc/config names for `dvc plots`, vega inline (see patchsweep/plots_template.py)
+PLOTS_TEMPLATE := .dvc/plots-template.html
 # Stages call `python`; put the project's environment first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: setup repro test test-all bench params lint format clean-results
+.PHONY: setup repro test test-all bench params lint format plots clean-results
 
-setup: $(STAMP)
+setup: $(STAMP) $(PLOTS_TEMPLATE)
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt -e '.[dev]'
 	touch $(STAMP)
 
-repro: $(STAMP)
+$(PLOTS_TEMPLATE): $(STAMP)
+	$(BIN)/python -m patchsweep.plots_template
+
+plots: $(STAMP) $(PLOTS_TEMPLATE)
+	$(RUN) dvc plots show
+
+repro: $(STAMP) $(PLOTS_TEMPLATE)
 	$(RUN) dvc repro
 
 test: $(STAMP)
