@@ -19,15 +19,50 @@ EXIT_USER_ERROR = 2
 _LOADED = time.time()
 
 
+# Loggers whose INFO lines are the stage's progress; a stage module run with
+# ``python -m`` logs as __main__.
+OWN_LOGGERS = ("patchsweep", "__main__")
+# Libraries that may set their own logger's level (or did in some version): held at
+# WARNING by name too, since the root's level does not reach a logger with its own.
+THIRD_PARTY = (
+    "fontTools",  # every glyph subset of every PDF at INFO: thousands of lines a repro
+    "matplotlib",
+    "PIL",
+    "urllib3",
+    "httpx",
+    "filelock",
+    "huggingface_hub",
+    "transformers",
+    "nnsight",
+    "hydra",
+    "dvc",
+)
+
+
 def setup_logging() -> None:
-    """INFO logs to stderr, and quiet third-party chatter that hides the stage's own."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    """patchsweep's INFO lines to stderr; every other library's only from WARNING.
+
+    The root logger stays at WARNING, so a library not named here is quiet too. The
+    progress bar transformers draws over a checkpoint's tensors on every model load is
+    off unless ``HF_HUB_DISABLE_PROGRESS_BARS=0`` is set (it also governs downloads).
+    """
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt, stream=sys.stderr)
+    logging.getLogger().setLevel(logging.WARNING)  # also where Hydra configured it
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(logging.INFO)
+    for noisy in THIRD_PARTY:
+        library = logging.getLogger(noisy)
+        if library.level < logging.WARNING:  # raised, never lowered (transformers: ERROR)
+            library.setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # fontTools logs every glyph subset of every PDF at INFO: thousands of lines a repro.
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "fontTools", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # read when huggingface_hub is imported; transformers may be imported already
+    if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") == "1" and (
+        "transformers" in sys.modules
+    ):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
