@@ -4,6 +4,7 @@
 #   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
 #   make lint    ruff, then mypy on the files [tool.mypy] names in pyproject.toml
 #   make plots   dvc plots show: the per-layer sweeps as one page that draws offline
+#   make exps    `dvc exp show` cut to the columns people compare (EXPS_ARGS=--csv, -A, ...)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -13,7 +14,7 @@ PLOTS_TEMPLATE := .dvc/plots-template.html
 # Stages call `python`; put the project's environment first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: setup repro test test-all bench params lint format plots clean-results
+.PHONY: setup repro test test-all bench params lint format plots clean-results exps
 
 setup: $(STAMP) $(PLOTS_TEMPLATE)
 
@@ -39,6 +40,18 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(RUN) HF_HUB_OFFLINE=1 python benchmarks/patching.py
+
+# `dvc exp show` has a column per config value of every experiment's config.yaml (thousands):
+# keep the params.yaml choices (model, dataset, attributed, sweep), each experiment's
+# clean/corrupted baselines and each attribution sweep's agreement with exact patching.
+# (DVC names a column path:name only where two files share the name.)
+EXPS_PARAMS := (model|dataset|attributed)\.[^.:/]+$$|sweep$$
+EXPS_METRICS := (.*baselines\.json:)?(clean|corrupted)$$|(.*attribution_check\.json:)?sweeps\.[^.]+\.pearson$$
+EXPS_KEEP := Experiment$$|Created$$|$(EXPS_PARAMS)|$(EXPS_METRICS)
+EXPS_ARGS ?=
+
+exps: $(STAMP)
+	$(RUN) dvc exp show --no-pager --drop '.*' --keep '$(EXPS_KEEP)' $(EXPS_ARGS)
 
 params: $(STAMP)
 	$(BIN)/python -c "from dvc.utils.hydra import compose_and_dump as c; \

@@ -6,6 +6,7 @@ status 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -19,34 +20,105 @@ EXIT_USER_ERROR = 2
 _LOADED = time.time()
 
 
+# Loggers whose INFO lines are the stage's progress; a stage module run with
+# ``python -m`` logs as __main__.
+OWN_LOGGERS = ("patchsweep", "__main__")
+# Libraries that may set their own logger's level (or did in some version): held at
+# WARNING by name too, since the root's level does not reach a logger with its own.
+THIRD_PARTY = (
+    "fontTools",  # every glyph subset of every PDF at INFO: thousands of lines a repro
+    "matplotlib",
+    "PIL",
+    "urllib3",
+    "httpx",
+    "filelock",
+    "huggingface_hub",
+    "transformers",
+    "nnsight",
+    "hydra",
+    "dvc",
+)
+
+
 def setup_logging() -> None:
-    """INFO logs to stderr, and quiet third-party chatter that hides the stage's own."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    """patchsweep's INFO lines to stderr; every other library's only from WARNING.
+
+    The root logger stays at WARNING, so a library not named here is quiet too. The
+    progress bar transformers draws over a checkpoint's tensors on every model load is
+    off unless ``HF_HUB_DISABLE_PROGRESS_BARS=0`` is set (it also governs downloads).
+    """
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt, stream=sys.stderr)
+    logging.getLogger().setLevel(logging.WARNING)  # also where Hydra configured it
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(logging.INFO)
+    for noisy in THIRD_PARTY:
+        library = logging.getLogger(noisy)
+        if library.level < logging.WARNING:  # raised, never lowered (transformers: ERROR)
+            library.setLevel(logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # fontTools logs every glyph subset of every PDF at INFO: thousands of lines a repro.
-    for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub", "fontTools", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # read when huggingface_hub is imported; transformers may be imported already
+    if os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1") == "1" and (
+        "transformers" in sys.modules
+    ):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
 
 def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) -> None:
     """Run a stage's ``main(argv)``; on a user error print it and exit non-zero.
 
     The stage's wall time is logged at the end (from process start, so it includes
-    imports): what ``patchsweep estimate`` predicts.
+    imports): what ``patchsweep estimate`` predicts. It is also recorded, with how the
+    stage ended, under ``logs/stages/`` for ``patchsweep summary``: DVC prints no totals.
     """
     setup_logging()
     args = sys.argv[1:] if argv is None else argv
+    stage = Path(sys.argv[0]).stem if argv is None else main.__module__.rpartition(".")[2]
     try:
         main(args)
     except PatchsweepError as exc:
         print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
+        record_stage(stage, args, "failed", exc.problem)
         sys.exit(EXIT_USER_ERROR)
-    stage = Path(sys.argv[0]).stem if argv is None else main.__module__.rpartition(".")[2]
+    seconds = record_stage(stage, args, "done")
     logging.getLogger("patchsweep.stage").info(
-        "stage %s %s done in %.1f s", stage, " ".join(args), process_seconds()
+        "stage %s %s done in %.1f s", stage, " ".join(args), seconds
     )
+
+
+STAGE_RECORDS = Path("logs") / "stages"  # git-ignored; no stage reads it, so DVC ignores it
+
+
+def stage_record_path(stage: str, args: list[str]) -> Path:
+    """One file per stage instance (the last run's): names are plain, never hold '+'."""
+    return STAGE_RECORDS / ("+".join([stage, *args]) + ".json")
+
+
+def record_stage(stage: str, args: list[str], status: str, problem: str = "") -> float:
+    """Write how this stage run ended and its wall time; return the seconds.
+
+    A record that cannot be written costs a warning, never the stage's result.
+    """
+    seconds = process_seconds()
+    record = {
+        "stage": stage,
+        "args": list(args),
+        "status": status,
+        "seconds": round(seconds, 2),
+        "finished": round(time.time(), 3),
+        "problem": problem,
+    }
+    path = stage_record_path(stage, args)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_text(json.dumps(record, sort_keys=True) + "\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        logging.getLogger("patchsweep.stage").warning("could not record %s: %s", path, exc)
+    return seconds
 
 
 def process_seconds() -> float:
