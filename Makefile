@@ -1,5 +1,6 @@
 # The few commands people type. Every target installs the environment first if needed.
-#   make repro   install, then run the whole pipeline on the bundled model (dvc repro)
+#   make repro   install, then run the whole pipeline on the bundled model (dvc repro),
+#                then print a one-screen summary (also when dvc repro fails, which fails make)
 #   make test    install, then run the default (fast) test suite
 #   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
 #   make lint    ruff, then mypy on the files [tool.mypy] names in pyproject.toml
@@ -29,8 +30,12 @@ $(PLOTS_TEMPLATE): $(STAMP)
 plots: $(STAMP) $(PLOTS_TEMPLATE)
 	$(RUN) dvc plots show
 
+# One shell line, so that start and s survive: the summary reads the stage records written
+# since start, and the recipe ends with dvc repro's status, not the summary's (on failure
+# make says "Error <dvc's status>" and exits 2).
 repro: $(STAMP) $(PLOTS_TEMPLATE)
-	$(RUN) dvc repro
+	start=$$(date +%s); $(RUN) dvc repro; s=$$?; \
+	$(RUN) python -m patchsweep.summary --since $$start --dvc-status $$s; exit $$s
 
 test: $(STAMP)
 	$(RUN) HF_HUB_OFFLINE=1 python -m pytest -m "not slow"

@@ -1,9 +1,11 @@
-"""The ``patchsweep`` command: estimate a pipeline, run an experiment, or one sweep.
+"""The ``patchsweep`` command: estimate a pipeline, run an experiment or one sweep, or
+summarize the last ``dvc repro``.
 
     patchsweep estimate                     every experiment of params.yaml, per stage
     patchsweep estimate -e organism/ioi     one experiment
     patchsweep run dataset=greater_than     one experiment outside DVC (Hydra overrides)
     patchsweep sweep ioi --model data/models/ioi-gpt2 --component z -o heads.csv
+    patchsweep summary --since 1767225600   what dvc repro did since then (make repro's end)
 
 Errors are reported as the stages report them: the problem, the fix, exit status 2.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 from patchsweep.cli import EXIT_USER_ERROR, setup_logging
 from patchsweep.config import check_group_choices
 from patchsweep.errors import ConfigError, PatchsweepError
+from patchsweep.summary import add_arguments as add_summary_arguments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,6 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument("--per-prompt", action="store_true", help="one row per site × prompt")
     sw.add_argument("-o", "--output", default="results.csv", help="CSV file to write")
     sw.set_defaults(handler=_sweep)
+
+    sm = sub.add_parser(
+        "summary",
+        help="one screen on the last dvc repro: stages ran, failed, up to date; experiments",
+        description="What `dvc repro` did since --since (make repro prints it at the end): "
+        "stages ran, up to date and failed, one line per experiment, then what needs "
+        "attention. Run in the project root.",
+    )
+    add_summary_arguments(sm)
+    sm.set_defaults(handler=_summary)
     return parser
 
 
@@ -107,6 +120,12 @@ def _estimate(ns: argparse.Namespace) -> int:
 
     run_estimate(ns.experiment, ns.json)
     return 0
+
+
+def _summary(ns: argparse.Namespace) -> int:
+    from patchsweep.summary import run
+
+    return run(ns.since, ns.dvc_status, ns.root)
 
 
 def _sweep(ns: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from project import make_dvc_repo, sh
+from project import REPO, make_dvc_repo, sh
 
 
 def repro(cwd: Path) -> set[str]:
@@ -50,6 +50,20 @@ def test_first_run_writes_results(pipeline):
 
 def test_nothing_changed_runs_nothing(pipeline):
     assert repro(pipeline) == set()
+
+
+def test_make_repro_ends_with_the_summary(pipeline):
+    """`make repro`: dvc repro, then the summary; only the compose stages ran."""
+    make = ("make", "-s", "-f", str(REPO / "Makefile"), "repro", "STAMP=", "PLOTS_TEMPLATE=")
+    lines = sh(pipeline, *make, stdout_only=True).splitlines()
+    (start,) = [i for i, line in enumerate(lines) if line.startswith("dvc repro: ")]
+    summary = lines[start:]
+    assert re.fullmatch(r"dvc repro: 2 stages ran, 0 failed, \d+ up to date", summary[0]), lines
+    assert summary[1].endswith("; dvc repro exited 0")
+    for dataset in ("tiny", "other"):
+        (row,) = [line.split() for line in summary if line.startswith(f"tiny/{dataset} ")]
+        assert row[1].startswith("1/") and row[5] == "2" and row[7] == "ok", summary
+    assert summary[-1].startswith("tiny/") and "needs attention:" not in summary
 
 
 def test_plot_setting_reruns_only_plot(pipeline):
