@@ -90,14 +90,16 @@ def sh(cwd: Path, *cmd: str, stdout_only: bool = False) -> str:
 
 
 def init_repo(root: Path) -> None:
-    """git + DVC repo at ``root`` with the project's DVC Hydra settings; commit all."""
+    """git + DVC repo at ``root`` with the project's DVC settings (Hydra, and the cache's
+    link types: outputs linked to DVC's cache, not copied); commit all."""
     from configobj import ConfigObj
 
     sh(root, "git", "init", "-q")
     sh(root, "dvc", "init", "-q")
     config = ConfigObj(str(root / ".dvc" / "config"))
     project = ConfigObj(str(REPO / ".dvc" / "config"))
-    config["hydra"] = dict(project["hydra"])
+    for section in ("hydra", "cache"):
+        config[section] = dict(project[section])
     config.write()
     sh(root, "git", "add", "-A")
     sh(root, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")

@@ -55,7 +55,9 @@ def run(exp: ExperimentPaths) -> None:
     meta = {**model.identity(), "tokens_hash": token_hash, "seed": cfg.seed}
     activations = {run: exp.activations(run) for run in RUNS}
     noise = corruption_noise(cfg.dataset.noise, pairs, model)
-    folder = exp.activations(RUNS[0]).parent  # a DVC output as a whole
+    # the folder of the activation files (each a DVC output of its own): orphaned
+    # temporaries anywhere in it are removed, whatever output they were for
+    folder = exp.activations(RUNS[0]).parent
     with publish_together(folder, exp.final_logits):
         capture_pairs(
             model, pairs, plan, activations, exp.final_logits, meta, noise, cfg.engine.progress
