@@ -1,7 +1,8 @@
 """What every stage entry point shares: logging, and errors turned into exit codes.
 
 A :class:`~patchsweep.errors.PatchsweepError` prints its problem and fix and exits with
-status 2; anything else is a bug and keeps its traceback.
+status 2; anything else is a bug and keeps its traceback (and its exit status), after
+the stage's record under ``logs/stages/`` says it crashed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from patchsweep.errors import ConfigError, PatchsweepError
 
 EXIT_USER_ERROR = 2
+CRASHED = "crashed"  # a record's status after an exception that is not a PatchsweepError
+CRASH_MESSAGE_CHARS = 2000  # of an exception's message kept in the record (a tensor's repr…)
 _LOADED = time.time()
 
 
@@ -72,6 +75,10 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
     The stage's wall time is logged at the end (from process start, so it includes
     imports): what ``patchsweep estimate`` predicts. It is also recorded, with how the
     stage ended, under ``logs/stages/`` for ``patchsweep summary``: DVC prints no totals.
+    Any other exception (a bug, an out-of-memory error, Ctrl-C) is recorded as
+    ``crashed`` and raised again, so its traceback prints and the exit status stays
+    non-zero; without the record the summary could not say which stage it was. A
+    ``SystemExit`` passes through unrecorded: the stage chose its own exit.
     """
     setup_logging()
     args = sys.argv[1:] if argv is None else argv
@@ -82,10 +89,28 @@ def run_stage(main: Callable[[list[str]], None], argv: list[str] | None = None) 
         print(f"error: {exc.problem}\n  fix: {exc.fix}", file=sys.stderr)
         record_stage(stage, args, "failed", exc.problem)
         sys.exit(EXIT_USER_ERROR)
+    except (Exception, KeyboardInterrupt) as exc:
+        record_stage(stage, args, CRASHED, crash_problem(exc))
+        raise
     seconds = record_stage(stage, args, "done")
     logging.getLogger("patchsweep.stage").info(
         "stage %s %s done in %.1f s", stage, " ".join(args), seconds
     )
+
+
+def crash_problem(exc: BaseException) -> str:
+    """What a crashed stage's record says: the exception's type and message, and where
+    the rest is (the traceback, which Python prints after the record is written)."""
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    message = " ".join(str(exc).split())
+    if len(message) > CRASH_MESSAGE_CHARS:
+        message = message[: CRASH_MESSAGE_CHARS - 3] + "..."
+    return f"{name}{': ' + message if message else ''} (see the traceback above)"
 
 
 STAGE_RECORDS = Path("logs") / "stages"  # git-ignored; no stage reads it, so DVC ignores it

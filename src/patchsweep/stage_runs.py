@@ -3,7 +3,8 @@
 DVC keeps no log of a repro; every stage's entry point (:func:`patchsweep.cli.run_stage`)
 leaves a record under ``logs/stages/`` of how it ended, named after its command. A
 stage of ``dvc.yaml`` (matrices expanded over ``params.yaml`` by DVC's own parser) whose
-record finished at or after a start time **ran** (or **failed**) since then; without one
+record finished at or after a start time **ran** (or **failed**: a user error, or a
+crash, an exception the stage did not expect) since then; without one
 it is **up to date** when ``dvc.lock`` holds it (DVC skipped it: unchanged inputs, or
 outputs restored from its run cache), else it has **never completed**. Read by
 :mod:`patchsweep.summary`.
@@ -21,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from patchsweep.cli import STAGE_RECORDS, stage_record_path
+from patchsweep.cli import CRASHED, STAGE_RECORDS, stage_record_path
 
 STAGE_MODULE = "patchsweep.stages."  # dvc.yaml's commands: python -m patchsweep.stages.X
 ROUNDING = 0.0005  # cli.record_stage rounds "finished" to 3 decimals
@@ -41,6 +42,8 @@ class StageState:
         problem: A failure's message.
         record: Its file under ``logs/stages/`` (None when its command is not a stage's).
         frozen: ``frozen: true`` in dvc.yaml (DVC never runs it).
+        crashed: A failure by an exception the stage did not expect (a bug, out of
+            memory, Ctrl-C; its traceback is in the stage's output), not a user error.
     """
 
     name: str
@@ -50,6 +53,7 @@ class StageState:
     problem: str = ""
     record: Path | None = None
     frozen: bool = False
+    crashed: bool = False
 
     @property
     def kind(self) -> str:
@@ -146,14 +150,16 @@ def stage_states(
 def _from_record(
     name: str, experiment: tuple[str, str] | None, record: dict[str, Any], path: Path | None
 ) -> StageState:
-    failed = record.get("status") != "done"
+    status = record.get("status")
+    failed = status != "done"
     return StageState(
         name,
         experiment,
         "failed" if failed else "ran",
         seconds=number(record.get("seconds")),
-        problem=str(record.get("problem") or ("" if not failed else record.get("status"))),
+        problem=str(record.get("problem") or ("" if not failed else status)),
         record=path,
+        crashed=status == CRASHED,
     )
 
 

@@ -11,7 +11,9 @@ succeeded, with the time it started. Three parts:
   left out, sweeps, sites (rows of results.csv), the seconds its stages took this time,
   the validity checks, and the lowest Pearson r of its attribution sweeps against exact
   patching (with their number);
-* only what needs attention: failed stages with their message, stages that never
+* only what needs attention: failed stages with their message (a stage that crashed,
+  on an exception it did not expect, is named like a failed one, with the exception and
+  a pointer to its traceback in the output above), stages that never
   completed (and frozen ones), missing results files, results older than a failed
   normalize, prompts left out and why.
 
@@ -121,7 +123,8 @@ def render(
     failed = count["failed"] > 0 or bool(dvc_status)
     skipped = "not run (up to date or not reached)" if failed else "up to date"
     tally = f"dvc repro: {count['ran']} stage{'' if count['ran'] == 1 else 's'} ran, "
-    tally += f"{count['failed']} failed, "
+    crashed = sum(s.crashed for s in states if s.state == "failed")
+    tally += f"{count['failed']} failed" + (f" ({crashed} crashed), " if crashed else ", ")
     tally += f"{count['up to date']} {skipped}"
     if count["never completed"]:
         tally += f", {count['never completed']} never completed"
@@ -203,13 +206,15 @@ def _attention(
     out: list[str] = []
     failed = [s for s in states if s.state == "failed"]
     for stage in failed:
-        out += _wrap(f"FAILED {stage.name} after {stage.seconds:.1f} s: {stage.problem}", width)
+        how = "CRASHED" if stage.crashed else "FAILED"
+        out += _wrap(f"{how} {stage.name} after {stage.seconds:.1f} s: {stage.problem}", width)
         where = f"full message: {stage.record}; " if stage.record else ""
         out.append(f"    {where}rerun: dvc repro {stage.name}")
     if dvc_status and not failed:
         out += _wrap(
-            f"dvc repro exited {dvc_status}, but no stage recorded a failure: a stage crashed "
-            "(its traceback is above) or DVC stopped before running one (its error is above)",
+            f"dvc repro exited {dvc_status}, but no stage recorded a failure: DVC stopped "
+            "before running one, or a stage was killed before it could record (out of memory, "
+            "SIGKILL); the error is above",
             width,
         )
     out += _never_completed(states, bool(failed or dvc_status), width)
@@ -307,10 +312,12 @@ def _text(value: Any) -> str:
 
 
 def _colour(line: str) -> str:
-    """FAILED in red and the attention heading in bold, for a terminal."""
+    """FAILED and CRASHED in red and the attention heading in bold, for a terminal."""
     if line == "needs attention:":
         return f"\033[1m{line}\033[0m"
-    return line.replace("FAILED", "\033[31mFAILED\033[0m")
+    for word in ("FAILED", "CRASHED"):
+        line = line.replace(word, f"\033[31m{word}\033[0m")
+    return line
 
 
 def _use_colour() -> bool:

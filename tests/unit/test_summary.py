@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from patchsweep import command, summary
-from patchsweep.cli import record_stage, stage_record_path
+from patchsweep.cli import record_stage, run_stage, stage_record_path
 from patchsweep.stage_runs import command_record, pipeline_stages
 
 REPO = Path(__file__).resolve().parents[2]
@@ -182,6 +182,42 @@ class TestStages:
         assert "FAILED normalize@m-a after " in "\n".join(lines)
         assert row(lines, "m/a")[7] == "FAILED"  # the validity column
 
+    def test_crashed_stage_is_reported_like_a_failed_one(self, tmp_path):
+        root = project(tmp_path)
+        problem = "ValueError: layer 7 of 2 (see the traceback above)"
+        record(root, "patch@m-a-s1", 2000.0, "crashed", 3.0, problem)
+        record(root, "normalize@m-b", 2001.0, "failed", problem="m on b: bad prompts")
+        lines = summary.summarize(root, since=1000.0, dvc_status=1)
+        assert lines[0] == (
+            "dvc repro: 0 stages ran, 2 failed (1 crashed), "
+            f"{len(STAGES) - 2} not run (up to date or not reached)"
+        )
+        text = "\n".join(lines)
+        assert f"  CRASHED patch@m-a-s1 after 3.0 s: {problem}" in text
+        assert (
+            "    full message: logs/stages/patch+m+a+s1.json; rerun: dvc repro patch@m-a-s1" in text
+        )
+        assert "  FAILED normalize@m-b after 1.0 s: m on b: bad prompts" in text
+        assert "no stage recorded a failure" not in text
+        assert row(lines, "m/a")[1:3] == ["1/5", "3.0"]  # its time counts, like a failure's
+
+    def test_reads_the_crash_run_stage_records(self, tmp_path, monkeypatch):
+        root = project(tmp_path)
+        monkeypatch.chdir(root)
+        since = time.time()
+
+        def crashing(argv):
+            raise RuntimeError("CUDA out of memory")
+
+        crashing.__module__ = "patchsweep.stages.patch"  # the record's stage name
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            run_stage(crashing, argv=["m", "a", "s2"])
+        text = "\n".join(summary.summarize(Path("."), since))
+        assert (
+            "CRASHED patch@m-a-s2 after " in text
+            and ": RuntimeError: CUDA out of memory (see the traceback above)" in text
+        )
+
     def test_failure_without_a_record_is_said(self, tmp_path):
         root = project(tmp_path)
         text = "\n".join(summary.summarize(root, since=1000.0, dvc_status=2))
@@ -335,6 +371,10 @@ class TestCommand:
         assert "FAILED patch@m-a-s1" in out and "\033" not in out  # not a terminal
         assert command.main(["summary", "--since", "1000", "--root", str(root)]) == 0
         assert capsys.readouterr().out.splitlines()[0] == out.splitlines()[0]
+
+    def test_colour_marks_failed_and_crashed(self):
+        assert summary._colour("  CRASHED patch@m-a-s1") == "  \033[31mCRASHED\033[0m patch@m-a-s1"
+        assert summary._colour("  FAILED x") == "  \033[31mFAILED\033[0m x"
 
     @pytest.mark.parametrize(
         "argv",
