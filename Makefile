@@ -5,7 +5,8 @@
 #   make params  rewrite params.yaml from conf/experiments/ (as `dvc exp run` does)
 #   make lint    ruff, then mypy on the files [tool.mypy] names in pyproject.toml
 #   make plots   dvc plots show: the per-layer sweeps as one page that draws offline
-#   make exps    `dvc exp show` cut to the columns people compare (EXPS_ARGS=--csv, -A, ...)
+#   make exps    `patchsweep exps`: dvc exp show as a row per revision × experiment, in 100
+#                columns (EXPS_ARGS=--csv, -A, --only-changed); exps-dvc: DVC's table, cut
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -15,7 +16,7 @@ PLOTS_TEMPLATE := .dvc/plots-template.html
 # Stages call `python`; put the project's environment first on PATH for them.
 RUN := PATH="$(BIN):$$PATH" HF_HUB_DISABLE_TELEMETRY=1
 
-.PHONY: setup repro test test-all bench params lint format plots clean-results exps
+.PHONY: setup repro test test-all bench params lint format plots clean-results exps exps-dvc
 
 setup: $(STAMP) $(PLOTS_TEMPLATE)
 
@@ -46,16 +47,24 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(RUN) HF_HUB_OFFLINE=1 python benchmarks/patching.py
 
-# `dvc exp show` has a column per config value of every experiment's config.yaml (thousands):
-# keep the params.yaml choices (model, dataset, attributed, sweep), each experiment's
-# clean/corrupted baselines and each attribution sweep's agreement with exact patching.
-# (DVC names a column path:name only where two files share the name.)
+# `patchsweep exps` (src/patchsweep/exps.py) reads `dvc exp show --json`: a row per revision
+# (workspace, commits, DVC experiments) × model/dataset with its sweeps, baselines, validity
+# and lowest attribution r. EXPS_ARGS passes options: --csv (all in full), -A, --only-changed.
+#
+# exps-dvc is DVC's own table, which has a column per config value of every experiment's
+# config.yaml (thousands): it keeps the params.yaml choices (model, dataset, attributed,
+# sweep), each experiment's clean/corrupted baselines and each attribution sweep's agreement
+# with exact patching, 27 columns, each named path:name where two files share the name
+# (a wide terminal, or EXPS_ARGS=--csv).
 EXPS_PARAMS := (model|dataset|attributed)\.[^.:/]+$$|sweep$$
 EXPS_METRICS := (.*baselines\.json:)?(clean|corrupted)$$|(.*attribution_check\.json:)?sweeps\.[^.]+\.pearson$$
 EXPS_KEEP := Experiment$$|Created$$|$(EXPS_PARAMS)|$(EXPS_METRICS)
 EXPS_ARGS ?=
 
 exps: $(STAMP)
+	$(RUN) patchsweep exps $(EXPS_ARGS)
+
+exps-dvc: $(STAMP)
 	$(RUN) dvc exp show --no-pager --drop '.*' --keep '$(EXPS_KEEP)' $(EXPS_ARGS)
 
 params: $(STAMP)

@@ -1,11 +1,12 @@
-"""The ``patchsweep`` command: estimate a pipeline, run an experiment or one sweep, or
-summarize the last ``dvc repro``.
+"""The ``patchsweep`` command: estimate a pipeline, run an experiment or one sweep,
+summarize the last ``dvc repro``, or list DVC's experiments.
 
     patchsweep estimate                     every experiment of params.yaml, per stage
     patchsweep estimate -e organism/ioi     one experiment
     patchsweep run dataset=greater_than     one experiment outside DVC (Hydra overrides)
     patchsweep sweep ioi --model data/models/ioi-gpt2 --component z -o heads.csv
     patchsweep summary --since 1767225600   what dvc repro did since then (make repro's end)
+    patchsweep exps [--csv] [-A]            dvc exp show, one row per revision × experiment
 
 Errors are reported as the stages report them: the problem, the fix, exit status 2.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 from patchsweep.cli import EXIT_USER_ERROR, setup_logging
 from patchsweep.config import check_group_choices
 from patchsweep.errors import ConfigError, PatchsweepError
+from patchsweep.exps import add_arguments as add_exps_arguments
 from patchsweep.summary import add_arguments as add_summary_arguments
 
 
@@ -112,6 +114,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_summary_arguments(sm)
     sm.set_defaults(handler=_summary)
+
+    ex = sub.add_parser(
+        "exps",
+        help="dvc exp show in 100 columns: baselines, validity, attribution r per experiment",
+        description="`dvc exp show` as one row per revision (workspace, commits, DVC "
+        "experiments) × experiment (model/dataset): sweeps, clean and corrupted baselines, "
+        "validity checks, lowest attribution r (n sweeps). Run in the project root.",
+    )
+    add_exps_arguments(ex)
+    ex.set_defaults(handler=_exps)
     return parser
 
 
@@ -120,6 +132,12 @@ def _estimate(ns: argparse.Namespace) -> int:
 
     run_estimate(ns.experiment, ns.json)
     return 0
+
+
+def _exps(ns: argparse.Namespace) -> int:
+    from patchsweep.exps import run
+
+    return run(ns)
 
 
 def _summary(ns: argparse.Namespace) -> int:
