@@ -57,6 +57,30 @@ ABBA_TEMPLATES: tuple[str, ...] = tuple(
     t.replace("{S} and {IO}", "{IO} and {S}", 1) for t in BABA_TEMPLATES
 )
 
+# Templates that defeat the shortcuts a small model finds on the base ones. On those, IO is
+# the name mentioned least, and S the name mentioned last, so one attention head that
+# counts names, or one that looks at the latest, solves IOI in a single step. Here a third
+# name {C} comes before the pair, after it or after S2, and IO may be mentioned twice: the
+# one rule left is "the other name of the pair than the subject of the last clause", which
+# takes several steps (find S2 by what precedes it or by its earlier copy, then move the
+# pair's other name). A model trained on these as well runs that algorithm on the base
+# templates too.
+DISTRACTOR_BABA_TEMPLATES: tuple[str, ...] = (
+    "Then, {S} and {IO} went to the {PLACE} with {C}. {S} gave a {OBJECT} to",
+    "When {C} was working, {S} and {IO} went to the {PLACE}. {S} gave a {OBJECT} to",
+    "When {S} and {IO} met {C} at the {PLACE}, {S} gave a {OBJECT} to",
+    "Then, {S} and {IO} had a long argument with {C}. Afterwards {S} said to",
+    "Then, {S} and {IO} went to the {PLACE}. {S} and {C} gave a {OBJECT} to",
+    "When {S} and {IO} got a {OBJECT} at the {PLACE}, {S} asked {C} to give it to",
+    "Then, {S} and {IO} went to the house of {IO}. {S} gave a {OBJECT} to",
+    "When {S} and {IO} met, {IO} was working. Afterwards {S} said to",
+    "Then, {S} and {IO} went to the house of {IO}. {S} and {C} gave a {OBJECT} to",
+    "After {C} went to the {PLACE}, {S} and {IO} saw {IO} there. {S} gave it to",
+)
+DISTRACTOR_ABBA_TEMPLATES: tuple[str, ...] = tuple(
+    t.replace("{S} and {IO}", "{IO} and {S}", 1) for t in DISTRACTOR_BABA_TEMPLATES
+)
+
 CORRUPTIONS = ("swap", "abc")
 SPLITS = ("train", "test")
 ORDERS = ("mixed", "ABBA", "BABA")
@@ -93,6 +117,7 @@ def generate_ioi(
     corruption: str = "swap",
     split: str = "test",
     order: str = "mixed",
+    distractor: bool = False,
 ) -> list[PromptPair]:
     """Generate IOI prompt pairs.
 
@@ -103,6 +128,9 @@ def generate_ioi(
         split: ``"test"`` (held-out name pairs; the default, since patching experiments
             should run on prompts the organism never saw) or ``"train"``.
         order: ``"mixed"`` (alternate ABBA/BABA), ``"ABBA"`` or ``"BABA"``.
+        distractor: Use :data:`DISTRACTOR_BABA_TEMPLATES` (a third name, labelled
+            ``C`` where a template has one and kept by both corruptions, or IO mentioned
+            twice) instead of the IOI paper's templates.
 
     Returns:
         ``n_pairs`` prompt pairs, see the module docstring for their conventions.
@@ -113,18 +141,25 @@ def generate_ioi(
         raise ValueError(f"IOI order must be one of {ORDERS}, got {order!r}")
     rng = random.Random(seed)
     pairs = name_pairs(split)
+    baba, abba_templates = (
+        (DISTRACTOR_BABA_TEMPLATES, DISTRACTOR_ABBA_TEMPLATES)
+        if distractor
+        else (BABA_TEMPLATES, ABBA_TEMPLATES)
+    )
     out: list[PromptPair] = []
     for i in range(n_pairs):
         abba = i % 2 == 0 if order == "mixed" else order == "ABBA"
-        k = rng.randrange(len(BABA_TEMPLATES))
-        template = ABBA_TEMPLATES[k] if abba else BABA_TEMPLATES[k]
+        k = rng.randrange(len(baba))
+        template = abba_templates[k] if abba else baba[k]
         io, s = rng.sample(rng.choice(pairs), 2)
         fill = {"PLACE": rng.choice(PLACES), "OBJECT": rng.choice(OBJECTS)}
+        if "{C}" in template:
+            fill["C"] = rng.choice([n for n in NAMES if n not in (io, s)])
         clean, offsets = render(template, {**fill, "IO": io, "S": s})
         if corruption == "swap":
             corrupted, _ = render(template, {**fill, "IO": s, "S": io})
         else:
-            others = [n for n in NAMES if n not in (io, s)]
+            others = [n for n in NAMES if n not in (io, s, fill.get("C"))]
             new_io, new_s1, new_s2 = rng.sample(others, 3)
             corrupted, _ = render(template, {**fill, "IO": new_io, "S": [new_s1, new_s2]})
         s1 = offsets["S"][0]
@@ -134,6 +169,8 @@ def generate_ioi(
             "S1+1": next_word_offset(clean, s1),
             "S2": offsets["S"][1],
         }
+        if "C" in offsets:
+            labels["C"] = offsets["C"][0]
         out.append(
             PromptPair(
                 clean=clean,

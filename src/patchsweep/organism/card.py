@@ -8,13 +8,14 @@ the model directory byte-identical when the stage reruns with the same seed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from patchsweep.datasets import factual, greater_than, ioi
 from patchsweep.datasets.vocab import POOLS
+from patchsweep.organism.circuit import THRESHOLD, CircuitSite
 from patchsweep.organism.evaluate import EvalConfig
 from patchsweep.organism.train import TrainConfig
 
@@ -25,6 +26,7 @@ _METRIC_DOCS = {
     ("ioi", "abc_logit_diff"): "same answers on the ABC-corrupted prompts",
     ("ioi", "bos_accuracy"): "accuracy with <|endoftext|> prepended (TransformerLens)",
     ("ioi", "train_accuracy"): "accuracy on train-split name pairs, for comparison",
+    ("ioi", "distractor_accuracy"): "accuracy on templates with a third name (trained on too)",
     ("greater_than", "accuracy"): "the top token is a year > YY",
     ("greater_than", "prob_diff"): "mean p(years > YY) − p(years ≤ YY), clean prompts",
     ("greater_than", "corrupted_prob_diff"): "the same on the 01-corrupted prompts",
@@ -49,6 +51,43 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
     return lines
 
 
+_CIRCUIT_INTRO = {
+    "ioi": "the `ioi` experiment's 64 swap-corrupted test pairs (`results/organism/ioi/`)",
+    "induction": "the `induction` experiment's 64 prompts, scored from REP2",
+}
+
+
+def _circuit_section(circuits: Mapping[str, Sequence[CircuitSite]]) -> list[str]:
+    """The card's circuits: every head × named position with a large patching effect."""
+    lines = [
+        "## Circuits",
+        "",
+        "Found by patching: each head's output (`z`) is restored from the clean run into",
+        "the corrupted one at each named position, one site at a time (the pipeline's",
+        "`head_pos` sweep, per-prompt normalisation: clean = 1, corrupted = 0). Sites with",
+        f"|effect| ≥ {THRESHOLD} are listed, with where the head looks from there: its mean",
+        "attention on the clean prompts, *previous* being the token before and *after",
+        "earlier copy* the token after the current token's earlier occurrence. The tests",
+        "recompute this table from the shipped weights, with an independent hook-based",
+        "patch and with the pipeline's engine, and hold this card and `circuits.json` to it.",
+        "",
+    ]
+    for task, sites in circuits.items():
+        lines += [
+            f"**{task}** — {_CIRCUIT_INTRO.get(task, task)}:",
+            "",
+            "| head | position | effect | attends to | attention | role |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {s.name} | {s.position} | {s.effect:.3f} | {s.attends_to} | "
+                f"{s.attention:.2f} | {s.role} |"
+                for s in sites
+            ),
+            "",
+        ]
+    return lines
+
+
 def render_card(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -56,6 +95,7 @@ def render_card(
     eval_cfg: EvalConfig,
     metrics: Mapping[str, Mapping[str, float]],
     command: str,
+    circuits: Mapping[str, Sequence[CircuitSite]] | None = None,
 ) -> str:
     """The model card as Markdown (with the Hugging Face metadata header)."""
     cfg = model.config
@@ -65,6 +105,9 @@ def render_card(
     settings["task_mix"] = ", ".join(f"{k} {v}" for k, v in train_cfg.task_mix.items())
     hyper = "\n".join(f"| {k} | {v} |" for k, v in settings.items())
     ioi_templates = "\n".join(f"{i + 1}. `{t} {{IO}}`" for i, t in enumerate(ioi.BABA_TEMPLATES))
+    distractor_templates = "\n".join(
+        f"{i + 1}. `{t} {{IO}}`" for i, t in enumerate(ioi.DISTRACTOR_BABA_TEMPLATES)
+    )
     relations = "\n".join(
         f"- {rel}: `{template}` (→ one of {len(pool)})"
         for rel, (template, pool) in factual.RELATIONS.items()
@@ -118,6 +161,13 @@ def render_card(
             "",
             ioi_templates,
             "",
+            "`ioi_distractor` (the same generator, `distractor=True`) adds a third name",
+            "{C}, mentioned once, before or after the pair. Counting names, or taking the",
+            "earliest or the latest ones, no longer finds IO there: the pair has to be found",
+            "as a pair and S removed from it, which takes several layers.",
+            "",
+            distractor_templates,
+            "",
             f"**Greater-Than** (`patchsweep.datasets.greater_than`): `{greater_than.TEMPLATE}`",
             "with the year written as two tokens (century, two digits); trained on a random",
             "end year above YY. The test split holds out a fifth of the (century, YY) pairs.",
@@ -142,6 +192,7 @@ def render_card(
             "",
             *_metrics_table(metrics),
             "",
+            *_circuit_section(circuits or {}),
             "## Training",
             "",
             "AdamW (betas 0.9, 0.98), linear warm-up then cosine decay, gradient clipping;",

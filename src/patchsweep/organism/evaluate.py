@@ -214,7 +214,8 @@ def evaluate_all(
 
     IOI is scored on the test split with both corruptions: ``swap`` gives
     ``corrupted_logit_diff`` and ``abc`` gives ``abc_logit_diff``; ``train_accuracy`` on
-    the train split shows whether held-out name pairs lag behind.
+    the train split shows whether held-out name pairs lag behind, and
+    ``distractor_accuracy`` is the accuracy on the templates with a third name.
     """
     cfg = cfg or EvalConfig()
     n, seed = cfg.n_pairs, cfg.seed
@@ -223,6 +224,8 @@ def evaluate_all(
     ioi["abc_logit_diff"] = abc["corrupted_logit_diff"]
     train = evaluate_ioi(model, tokenizer, generate("ioi", n, seed, split="train"))
     ioi["train_accuracy"] = train["accuracy"]
+    distractor = generate("ioi", n, seed, split="test", distractor=True)
+    ioi["distractor_accuracy"] = evaluate_ioi(model, tokenizer, distractor)["accuracy"]
     gt_pairs = generate("greater_than", n, seed, split="test")
     fact_pairs = generate("factual", n, seed, corruption="replace")
     ind_pairs = generate("induction", n, seed, length=cfg.induction_length)

@@ -37,6 +37,7 @@ def template_texts() -> list[str]:
     """All template strings of the generators, placeholders included."""
     return [
         *ioi.BABA_TEMPLATES,
+        *ioi.DISTRACTOR_BABA_TEMPLATES,
         greater_than.TEMPLATE,
         *(template for template, _pool in factual.RELATIONS.values()),
     ]

@@ -76,10 +76,17 @@ def task_counts(mix: dict[str, float], batch_size: int) -> dict[str, int]:
     return {task: n for task, n in counts.items() if n > 0}
 
 
+# Training tasks that are a generator with options; any other task is a generator's name.
+TASK_GENERATORS: dict[str, tuple[str, dict[str, object]]] = {
+    "ioi_distractor": ("ioi", {"distractor": True}),
+}
+
+
 def training_texts(cfg: TrainConfig, rng: random.Random) -> dict[str, list[str]]:
     """One batch of training sequences (prompt + answer) per task, from the train splits."""
     texts: dict[str, list[str]] = {}
     for task, n in task_counts(cfg.task_mix, cfg.batch_size).items():
+        generator, options = TASK_GENERATORS.get(task, (task, {}))
         if task == "induction":
             pairs = [
                 generate(
@@ -92,7 +99,7 @@ def training_texts(cfg: TrainConfig, rng: random.Random) -> dict[str, list[str]]
                 for _ in range(n)
             ]
         else:
-            pairs = generate(task, n, rng.randrange(2**32), split="train")
+            pairs = generate(generator, n, rng.randrange(2**32), split="train", **options)
         texts[task] = [pair.clean + rng.choice(pair.correct) for pair in pairs]
     return texts
 

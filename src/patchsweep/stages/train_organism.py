@@ -6,9 +6,11 @@ Usage (from the repository root)::
 
 Composes ``conf/train_organism.yaml`` with the overrides, trains, evaluates on held-out
 prompts, and refuses (exit status 1, old model untouched) when IOI falls below the
-``acceptance`` thresholds. Otherwise the model, tokenizer, model card and ``metrics.json``
-are written into a temporary sibling directory that then replaces ``output_dir``, so
-readers never see a half-written model.
+``acceptance`` thresholds. Otherwise the model, tokenizer, model card, ``metrics.json``
+and ``circuits.json`` (the heads and positions that carry IOI and induction, found by
+patching the saved model: :mod:`patchsweep.organism.circuit`) are written into a
+temporary sibling directory that then replaces ``output_dir``, so readers never see a
+half-written model.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from patchsweep.organism.card import render_card
+from patchsweep.organism.circuit import (
+    CIRCUIT_DATASETS,
+    CircuitSite,
+    circuits_to_json,
+    find_circuit,
+)
 from patchsweep.organism.evaluate import EvalConfig, evaluate_all
 from patchsweep.organism.train import TrainConfig, deterministic_torch, train
 
@@ -92,6 +101,14 @@ def replace_dir(staged: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+def saved_circuits(model_dir: Path) -> dict[str, list[CircuitSite]]:
+    """The circuits of the model as written to ``model_dir`` (reloaded, so they describe
+    the saved weights, with the eager attention that returns attention weights)."""
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    return {task: find_circuit(model, tokenizer, task) for task in CIRCUIT_DATASETS}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stage; returns the process exit status."""
     overrides = sys.argv[1:] if argv is None else list(argv)
@@ -122,9 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         result.model.save_pretrained(staged)
         result.tokenizer.save_pretrained(staged)
         command = shlex.join(["python", "-m", "patchsweep.stages.train_organism", *overrides])
-        card = render_card(result.model, result.tokenizer, train_cfg, eval_cfg, metrics, command)
+        with deterministic_torch(train_cfg.num_threads):
+            circuits = saved_circuits(staged)
+        card = render_card(
+            result.model, result.tokenizer, train_cfg, eval_cfg, metrics, command, circuits
+        )
         (staged / "README.md").write_text(card, encoding="utf-8")
         (staged / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        circuits_json = json.dumps(circuits_to_json(circuits), indent=2) + "\n"
+        (staged / "circuits.json").write_text(circuits_json)
         make_readable(staged)
         replace_dir(staged, out_dir)
     finally:

@@ -120,6 +120,7 @@ class TestStage:
         assert status == 0
         names = {p.name for p in out.iterdir()}
         assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= names
+        assert set(json.loads((out / "circuits.json").read_text())) == {"ioi", "induction"}
         assert "marker" not in names
         assert [p.name for p in tmp_path.iterdir()] == ["model"]
         metrics = json.loads((out / "metrics.json").read_text())
