@@ -28,7 +28,13 @@ from patchsweep.organism.tokenizer import build_tokenizer
 
 
 def _default_task_mix() -> dict[str, float]:
-    return {"ioi": 0.4, "greater_than": 0.15, "factual": 0.15, "induction": 0.3}
+    return {
+        "ioi": 0.1,
+        "ioi_distractor": 0.3,
+        "greater_than": 0.1,
+        "factual": 0.1,
+        "induction": 0.4,
+    }
 
 
 @dataclass
@@ -36,11 +42,11 @@ class TrainConfig:
     """Everything that determines the trained weights."""
 
     seed: int = 0  # seeds the data streams and the weight initialisation
-    n_layer: int = 2  # transformer blocks
-    n_head: int = 4  # attention heads per block
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 8  # attention heads per block
     d_model: int = 128  # residual stream width (GPT-2's n_embd); MLP is 4x this
     n_positions: int = 64  # longest sequence the model accepts
-    steps: int = 3500  # optimiser steps
+    steps: int = 5000  # optimiser steps
     batch_size: int = 64  # sequences per step, split over tasks by task_mix
     lr: float = 2e-3  # AdamW peak learning rate
     warmup_steps: int = 100  # linear warm-up from 0 to lr
