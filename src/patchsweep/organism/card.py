@@ -52,24 +52,39 @@ def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
 
 
 _CIRCUIT_INTRO = {
-    "ioi": "the `ioi` experiment's 64 swap-corrupted test pairs (`results/organism/ioi/`)",
-    "induction": "the `induction` experiment's 64 prompts, scored from REP2",
+    "ioi": "the `ioi` experiment's 64 swap-corrupted test pairs, each head patched at each"
+    " named position (`head_pos`)",
+    "induction": "the `induction` experiment's 64 prompts, scored over the whole repeat (from"
+    " REP2), so each head is patched at every position at once (`head`: position *all*), and"
+    " its attention is read from the repeat's positions",
 }
 
 
+def _reading(sites: Sequence[CircuitSite]) -> str:
+    """The circuit in one line, in the order its sites act: by layer, named by position."""
+    steps: dict[tuple[int, str], list[str]] = {}
+    for site in sorted(sites, key=lambda s: (s.layer, s.position, s.head)):
+        steps.setdefault((site.layer, site.position), []).append(site.name)
+    return " → ".join(
+        f"layer {layer} at {position} ({', '.join(names)})"
+        for (layer, position), names in steps.items()
+    )
+
+
 def _circuit_section(circuits: Mapping[str, Sequence[CircuitSite]]) -> list[str]:
-    """The card's circuits: every head × named position with a large patching effect."""
+    """The card's circuits: every head × site with a large patching effect."""
     lines = [
         "## Circuits",
         "",
         "Found by patching: each head's output (`z`) is restored from the clean run into",
-        "the corrupted one at each named position, one site at a time (the pipeline's",
-        "`head_pos` sweep, per-prompt normalisation: clean = 1, corrupted = 0). Sites with",
+        "the corrupted one, one head at a time, at a named position or at every position",
+        "(per-prompt normalisation: clean = 1, corrupted = 0). Sites with",
         f"|effect| ≥ {THRESHOLD} are listed, with where the head looks from there: its mean",
-        "attention on the clean prompts, *previous* being the token before and *after",
-        "earlier copy* the token after the current token's earlier occurrence. The tests",
-        "recompute this table from the shipped weights, with an independent hook-based",
-        "patch and with the pipeline's engine, and hold this card and `circuits.json` to it.",
+        "attention on the clean prompts, *previous* being the token before, *after earlier",
+        "copy* the token after the current token's earlier occurrence, *elsewhere* none of",
+        "the named positions. The tests recompute this table from the shipped weights, with",
+        "an independent hook-based patch and with the pipeline's engine, and hold this card",
+        "and `circuits.json` to it.",
         "",
     ]
     for task, sites in circuits.items():
@@ -83,6 +98,8 @@ def _circuit_section(circuits: Mapping[str, Sequence[CircuitSite]]) -> list[str]
                 f"{s.attention:.2f} | {s.role} |"
                 for s in sites
             ),
+            "",
+            f"In the order the sites act: {_reading(sites)}." if sites else "No site reaches it.",
             "",
         ]
     return lines

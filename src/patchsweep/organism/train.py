@@ -28,12 +28,14 @@ from patchsweep.organism.tokenizer import build_tokenizer
 
 
 def _default_task_mix() -> dict[str, float]:
+    # The order is part of the data stream (tasks are drawn in this order each step), and
+    # conf/train_organism.yaml's keys merge into it: a new task goes last.
     return {
         "ioi": 0.1,
-        "ioi_distractor": 0.3,
         "greater_than": 0.1,
         "factual": 0.1,
         "induction": 0.4,
+        "ioi_distractor": 0.3,
     }
 
 

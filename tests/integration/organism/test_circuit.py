@@ -2,9 +2,9 @@
 
 Three computations must agree: ``circuits.json`` and the card (written when the model
 was trained), the hook-based patch of :mod:`patchsweep.organism.circuit`, and the
-pipeline's engine (``ps.sweep`` with the ``head_pos`` sweep). The structure tests then
-pin what makes the organism worth patching: IOI and induction run through heads in
-several layers, earlier ones feeding later ones.
+pipeline's engine (``ps.sweep`` with the ``head_pos`` sweep). The structure test then
+pins what makes the organism worth patching: IOI runs through heads in several layers,
+heads at the names' positions acting before the heads at END.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import patchsweep as ps
 from patchsweep.organism.circuit import (
+    ALL,
     CIRCUIT_DATASETS,
+    CIRCUIT_POSITIONS,
     THRESHOLD,
     CircuitSite,
     find_circuit,
@@ -91,10 +93,12 @@ def test_engine_agrees_with_the_hook_patch(task, eager):
     options = dict(CIRCUIT_DATASETS[task])
     n_pairs, seed = options.pop("n_pairs"), options.pop("seed")
     prompts = ps.load_prompts(task, loaded, n_pairs=n_pairs, seed=seed, **options)
-    spec = {"head_pos": {"component": "z", "direction": "denoise", "positions": "labels"}}
+    everywhere = CIRCUIT_POSITIONS[task] == ALL
+    positions = "all" if everywhere else "labels"
+    spec = {"heads": {"component": "z", "direction": "denoise", "positions": positions}}
     table = ps.sweep(loaded, prompts, spec)
     engine = {
-        (int(r.layer), int(r.head), str(r.position_label)): float(r.normalized)
+        (int(r.layer), int(r.head), ALL if everywhere else str(r.position_label)): r.normalized
         for r in table.itertuples()
     }
     assert set(engine) == set(effects)
@@ -112,14 +116,6 @@ def test_ioi_circuit_spans_layers_and_positions(recorded):
     assert at_end and earlier
     assert min(s.layer for s in earlier) < max(s.layer for s in at_end)
     assert {"name mover", "S-inhibition"} & {s.role for s in at_end}
-
-
-def test_induction_previous_token_head_feeds_an_induction_head(recorded):
-    sites = recorded["induction"]
-    previous = [s for s in sites if s.role == "previous token"]
-    induction = [s for s in sites if s.role == "induction" and s.position in ("END", "REP2")]
-    assert previous and induction
-    assert min(s.layer for s in previous) < max(s.layer for s in induction)
 
 
 def test_threshold_is_what_the_card_says():

@@ -9,6 +9,7 @@ import pytest
 from patchsweep.datasets.ioi import (
     ABBA_TEMPLATES,
     BABA_TEMPLATES,
+    DISTRACTOR_BABA_TEMPLATES,
     generate_ioi,
     is_test_pair,
     name_pairs,
@@ -136,3 +137,43 @@ def test_bad_options_raise():
         generate_ioi(1, 0, split="dev")
     with pytest.raises(ValueError, match="order"):
         generate_ioi(1, 0, order="AABB")
+
+
+class TestDistractorTemplates:
+    """``distractor=True``: the templates that leave no one-step shortcut to IO."""
+
+    @pytest.fixture(scope="class", params=["swap", "abc"])
+    def hard(self, request):
+        return generate_ioi(N, seed=11, corruption=request.param, distractor=True)
+
+    def test_only_distractor_templates(self, hard):
+        bases = {t.replace("{IO} and {S}", "{S} and {IO}", 1) for t in (p.template for p in hard)}
+        assert bases <= set(DISTRACTOR_BABA_TEMPLATES)
+        assert bases == set(DISTRACTOR_BABA_TEMPLATES)  # N draws reach every template
+
+    def test_labels_and_answers(self, hard):
+        for p in hard:
+            io, s = p.correct[0].strip(), p.incorrect[0].strip()
+            assert _word_at(p.clean, p.labels["IO"]) == io
+            assert _word_at(p.clean, p.labels["S1"]) == _word_at(p.clean, p.labels["S2"]) == s
+            assert p.labels["S2"] > max(p.labels["IO"], p.labels["S1"])
+            if "C" in p.labels:
+                other = _word_at(p.clean, p.labels["C"])
+                assert other in NAMES and other not in (io, s)
+                assert other in _words(p.corrupted)  # kept by the corruption
+
+    def test_no_one_step_shortcut_finds_io(self, hard):
+        """Some prompts mention IO as often as S (counting fails), some end on another name
+        than S (taking the latest fails), some put a third name first (the earliest fails)."""
+        names = [[w for w in _words(p.clean) if w in NAMES] for p in hard]
+        answers = [p.correct[0].strip() for p in hard]
+        subjects = [p.incorrect[0].strip() for p in hard]
+        assert any(
+            ns.count(io) >= ns.count(s) for ns, io, s in zip(names, answers, subjects, strict=True)
+        )
+        assert any(ns[-1] != s for ns, s in zip(names, subjects, strict=True))
+        assert any(ns[0] not in (io, s) for ns, io, s in zip(names, answers, subjects, strict=True))
+
+    def test_held_out_pairs_stay_held_out(self):
+        for p in generate_ioi(200, seed=3, split="train", distractor=True):
+            assert not is_test_pair(p.correct[0].strip(), p.incorrect[0].strip())
