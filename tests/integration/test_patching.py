@@ -297,5 +297,7 @@ def test_every_component_equals_one_pass_per_patch_on_the_organism(organism, com
     model, pairs, caches = organism
     sites, got = engine(model, pairs, caches, component, direction, "labels")
     want = reference(model, pairs, sites, component, direction)
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # float32 noise scales with the metric: logit differences of about 15 here
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(got, want, atol=1e-5 * scale, rtol=0)
     assert float(got.max() - got.min()) > 0.1  # the sites do move the metric

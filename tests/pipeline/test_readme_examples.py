@@ -358,14 +358,14 @@ RUN = {
 
 QUEUE = "needs a git repository with DVC's state and a queue worker, and minutes"
 SKIP = {
-    "make repro": "installs .venv and runs every DVC stage of the project: 15-17 minutes; "
+    "make repro": "installs .venv and runs every DVC stage of the project: about 17 minutes; "
     "tests/pipeline/test_make_repro.py runs the target on a scratch pipeline",
     "make test": "installs .venv and runs the default test suite, this test among them",
     "dvc exp run --queue -S 'dataset=ioi,greater_than' && dvc queue start -j 1": QUEUE
     + "; tests/pipeline/test_experiments.py queues a sweep over datasets on a scratch repo",
     "dvc exp run --queue -S 'dataset=[ioi,greater_than]'": QUEUE,
-    "dvc queue status && dvc exp show --drop sweep": "reads the queue and experiments of a "
-    "DVC repository with experiments run; tests/pipeline/test_exp_show.py covers exp show",
+    "dvc queue status && patchsweep exps": "reads the queue and experiments of a DVC "
+    "repository with experiments run; tests/pipeline/test_exp_show.py runs patchsweep exps",
     "dvc exp apply <name>": "a placeholder for an experiment's name, from a run queue",
 }
 
