@@ -31,9 +31,10 @@ import yaml
 
 from patchsweep.capture import plan_capture, prompt_bytes, stored_specs
 from patchsweep.components import Architecture, Dimensions, architecture_for, dimensions_of
-from patchsweep.config import Config, compose_config, to_object
+from patchsweep.config import Config, NoiseConfig, compose_config, to_object
 from patchsweep.engine.accounting import PassShape
 from patchsweep.engine.attribution import planned_passes
+from patchsweep.engine.inputs import first_differences, writes_nothing_new
 from patchsweep.engine.sites import Sites, build_sites
 from patchsweep.engine.sweep import packable
 from patchsweep.engine.tiling import all_rows, pass_shape, plan_group
@@ -101,12 +102,17 @@ STAGE_OF_METHOD = {"exact": "patch", "attribution": "attribute"}
 ATTRIBUTION_PASS_COST = 3.0
 
 
-def first_differences(pairs: TokenizedPairs) -> torch.Tensor:
-    """(N,) the first position where each pair's clean and corrupted tokens differ."""
-    differs = pairs.clean_ids != pairs.corrupted_ids
-    width = differs.shape[1]
-    first = torch.where(differs.any(1), differs.float().argmax(1), torch.tensor(width))
-    return first
+def where_runs_differ(pairs: TokenizedPairs, noise: NoiseConfig) -> torch.Tensor:
+    """(N,) where each pair's two runs first differ, as the engine will find it from the
+    stored runs: the first different token, or the first noised one."""
+    if noise.scale <= 0:
+        return first_differences(pairs.clean_ids, pairs.corrupted_ids)
+    positions = torch.arange(pairs.clean_ids.shape[1])
+    start = pairs.label_positions[noise.labels[0]].unsqueeze(1)
+    stop = pairs.label_positions[noise.labels[-1]].unsqueeze(1)
+    return first_differences(
+        pairs.clean_ids, pairs.corrupted_ids, (positions >= start) & (positions <= stop)
+    )
 
 
 def plan_sweep(
@@ -127,21 +133,17 @@ def plan_sweep(
             cfg.engine.max_batch, sweep.grad_drop,
         )  # fmt: skip
         return sites, passes
-    rows = all_rows(sites, pairs.lengths)
-    skipped = torch.zeros(len(rows.site), dtype=torch.bool)
-    resid = sweep.component in ("resid_pre", "resid_post")
-    if resid and sweep.window == 1 and cfg.dataset.noise.scale <= 0:
-        # the engine skips patches that write what is there: before the first token
-        # where the two prompts differ, the two runs' residual streams are equal
-        # (and the embeddings, resid_pre of layer 0, wherever the tokens are equal)
+    first_differ = where_runs_differ(pairs, cfg.dataset.noise)
+    rows = all_rows(sites, pairs.lengths, first_differ)
+    # the engine skips patches that write what is there: before the first position
+    # where the two runs differ, every component is the same in both
+    skipped = writes_nothing_new(rows.position, first_differ, rows.prompt, pairs.lengths)
+    if sweep.component == "resid_pre" and sweep.window == 1 and cfg.dataset.noise.scale <= 0:
+        # and the embeddings (resid_pre of layer 0) wherever the tokens are equal
         single = rows.position >= 0
         position = rows.position.clamp(min=0)
-        skipped = single & (position < first_differences(pairs)[rows.prompt])
-        if sweep.component == "resid_pre":
-            same = (
-                pairs.clean_ids[rows.prompt, position] == pairs.corrupted_ids[rows.prompt, position]
-            )
-            skipped |= single & (rows.layer == 0) & same
+        same = pairs.clean_ids[rows.prompt, position] == pairs.corrupted_ids[rows.prompt, position]
+        skipped |= single & (rows.layer == 0) & same
     bytes_per_value = torch_dtype(cfg.model.dtype).itemsize
     first_scored = _first_scored(pairs)
     shapes: list[PassShape] = []

@@ -35,12 +35,13 @@ def load_activations(
 ) -> dict[str, torch.Tensor]:
     """Cached activations of one run, refused unless made by this model from these tokens.
 
-    ``keys`` must all be present; ``only`` instead loads whichever of its keys exist.
+    ``keys`` must all be present; ``only`` adds whichever of its keys exist.
     """
     path = exp.activations(run)
     check_meta(path, read_meta(path), {**expected, "run": run})
     if only is not None:
-        keys = [k for k in only if k in stored_keys(path)]
+        required = keys or []
+        keys = [*required, *(k for k in only if k in stored_keys(path) and k not in required)]
     tensors = read_tensors(path, keys)
     for key, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -50,3 +51,18 @@ def load_activations(
                 "delete it and run `dvc repro`",
             )
     return tensors
+
+
+def load_sweep_runs(
+    exp: ExperimentPaths, source_run: str, target_run: str, key: str, expected: dict[str, Any]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """What a sweep reads of the two runs, by run name: the patched activation ``key``
+    from the source run, the residual stream from the target run (the engine starts
+    from it), and from either run the embedding noise of a noise corruption, which says
+    where the two runs start to differ (and is added again wherever the target run is a
+    noised one)."""
+    noise = ["embed_delta"]
+    return {
+        source_run: load_activations(exp, source_run, [key], expected, only=noise),
+        target_run: load_activations(exp, target_run, None, expected, only=["resid", *noise]),
+    }

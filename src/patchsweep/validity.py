@@ -24,6 +24,7 @@ the model ranks as the dataset intends (:func:`answer_accuracy`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -198,7 +199,9 @@ def empty_patch_check(
 ) -> CheckResult:
     """Check 2 for one target run: patched passes that patch nothing."""
     direction = "denoise" if target == "corrupted" else "noise"
-    inputs = _inputs(pairs, runs, direction)
+    # Not told where the runs first differ, the engine runs the first site from the
+    # embeddings at position 0, the path that check is for.
+    inputs = dataclasses.replace(_inputs(pairs, runs, direction), first_differ=None)
     want = prompt_metric(pairs, runs.final_logits, metric_name, target)
     got = [
         _patched(model, sites, inputs, metric_name, engine)[0]

@@ -11,6 +11,7 @@ import torch
 from reference import plain_logits, reference_sweep
 
 from patchsweep.capture import capture_run
+from patchsweep.component_types import is_headed
 from patchsweep.config import SweepConfig
 from patchsweep.datasets.base import PromptPair
 from patchsweep.engine import PatchInputs, build_sites, run_patches
@@ -61,9 +62,9 @@ def setup(tiny_gpt2):
     return tiny_gpt2, pairs, {"clean": clean, "corrupted": corrupted}
 
 
-def engine(model, pairs, caches, component, direction, positions, window=1, **kwargs):
+def engine(model, pairs, caches, component, direction, positions, window=1, heads=None, **kwargs):
     sweep = SweepConfig(
-        component=component, direction=direction, positions=positions, window=window
+        component=component, direction=direction, positions=positions, window=window, heads=heads
     )
     sites = build_sites("t", sweep, pairs, model.dims)
     source_run, target_run = (
@@ -132,38 +133,136 @@ def test_a_metric_over_several_positions_equals_one_pass_per_patch(setup, compon
     assert got.std() > 0.01  # the sites differ: the scored positions were really read
 
 
-@pytest.mark.parametrize("component", ["resid_pre", "resid_post"])
-def test_sites_before_the_prompts_differ_are_not_run_and_still_exact(setup, component):
-    """The prompts share their first token, so the residual stream there is the same in
-    both runs: those patches change nothing and take the unpatched metric."""
-    from patchsweep.engine.sweep import _writes_what_is_there
-    from patchsweep.engine.tiling import all_rows as _all_rows
+# Pairs of one length (14 tokens) whose two prompts first differ at different positions:
+# the first clause's names (1), the place (7), only the second subject (9), the object (12).
+STAGGERED = [
+    PromptPair(
+        "When John and Mary went to the store , Mary gave a book to",
+        "When Mary and John went to the store , John gave a book to",
+        (" John",),
+        (" Mary",),
+        {},
+        "a",
+    ),
+    PromptPair(
+        "When Tom and Ann went to the store , Ann gave a ball to",
+        "When Tom and Ann went to the park , Ann gave a ball to",
+        (" Tom",),
+        (" Ann",),
+        {},
+        "b",
+    ),
+    PromptPair(
+        "When John and Mary went to the store , Mary gave a book to",
+        "When John and Mary went to the store , John gave a book to",
+        (" John",),
+        (" Mary",),
+        {},
+        "c",
+    ),
+    PromptPair(
+        "When Tom and Ann went to the park , Ann gave a ball to",
+        "When Tom and Ann went to the park , Ann gave a drink to",
+        (" Tom",),
+        (" Ann",),
+        {},
+        "d",
+    ),
+]
+FIRST_DIFFER = [1, 7, 9, 12]
 
-    model = setup[0]
-    pairs = tokenize_pairs(PAIRS[:2], model.tokenizer)  # one length: every position
+
+@pytest.fixture(scope="module")
+def staggered(tiny_gpt2):
+    pairs = tokenize_pairs(STAGGERED, tiny_gpt2.tokenizer)
+    everything = ("resid", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
     caches = {
-        run: capture_run(model, ids, pairs.lengths, ("resid",), progress=False)
+        run: capture_run(tiny_gpt2, ids, pairs.lengths, everything, progress=False)
         for run, ids in (("clean", pairs.clean_ids), ("corrupted", pairs.corrupted_ids))
     }
-    sites, got = engine(model, pairs, caches, component, "denoise", "each", max_batch=64)
-    want = reference(model, pairs, sites, component, "denoise")
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    return tiny_gpt2, pairs, caches
+
+
+def _rows_run(model, pairs, caches, component, direction, positions, **kwargs):
+    """The engine's sweep (two of the four heads, to keep the reference loop short), and
+    the passes it ran."""
+    from patchsweep.engine.accounting import recording_passes
+
+    heads = [0, 3] if is_headed(component) else None
+    with recording_passes() as passes:
+        sites, got = engine(
+            model, pairs, caches, component, direction, positions, heads=heads, **kwargs
+        )
+    return sites, got, passes
+
+
+def test_the_staggered_pairs_first_differ_where_they_say(staggered):
+    _, pairs, caches = staggered
     inputs = PatchInputs.for_sweep(
-        pairs,
-        component,
-        "denoise",
-        source_run=caches["clean"],
-        target_run=caches["corrupted"],
-        target_logits=caches["corrupted"]["logits"],
+        pairs, "z", "denoise", source_run=caches["clean"], target_run=caches["corrupted"]
     )
-    rows = _all_rows(sites, pairs.lengths)
-    skipped = _writes_what_is_there(component, sites, inputs, rows)
-    # Skipped: the shared first token at every layer, and, in the embeddings (resid_pre
-    # at layer 0), every position whose token is the same in both prompts.
-    i, layer, pos = rows.prompt, rows.layer, rows.position
-    same_token = pairs.clean_ids[i, pos] == pairs.corrupted_ids[i, pos]
-    embedding = (layer == 0) & (component == "resid_pre")
-    torch.testing.assert_close(skipped, (pos == 0) | (embedding & same_token))
+    assert inputs.first_differ.tolist() == FIRST_DIFFER
+    assert int(pairs.lengths.unique()) == 14
+
+
+# Every component in both directions; the default tier runs one of each kind (the
+# residual stream, a whole sublayer, heads with a key axis) in alternating directions,
+# the slow tier the rest.
+QUICK_SKIP_CASES = {("resid_pre", "denoise"), ("mlp_out", "noise"), ("pattern", "denoise")}
+SKIP_CASES = [
+    pytest.param(c, d, marks=() if (c, d) in QUICK_SKIP_CASES else pytest.mark.slow)
+    for c in COMPONENTS
+    for d in ("denoise", "noise")
+]
+
+
+@pytest.mark.parametrize(("component", "direction"), SKIP_CASES)
+def test_patches_before_the_prompts_differ_are_not_run_and_still_exact(
+    staggered, component, direction
+):
+    """Every position of every prompt: the sites before each prompt's first difference
+    write what is already there, are not run, and score the unpatched target run."""
+    model, pairs, caches = staggered
+    sites, got, passes = _rows_run(model, pairs, caches, component, direction, "each")
+    want = reference(model, pairs, sites, component, direction)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    before = sites.positions < torch.tensor(FIRST_DIFFER)  # (S, N)
+    run = sum(shape.rows for shape in passes)
+    if component == "resid_pre":  # the embeddings are also equal wherever the tokens are
+        same = pairs.clean_ids == pairs.corrupted_ids  # (N, T)
+        before |= (sites.layers[:, None] == 0) & same.T[sites.positions[:, 0]]
+    assert run == int((~before).sum())
+    target = caches["corrupted" if direction == "denoise" else "clean"]["logits"]
+    unpatched = logit_diff(target, pairs.correct_ids, pairs.incorrect_ids)
+    torch.testing.assert_close(got[before], unpatched.expand_as(got)[before], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize(("component", "direction"), SKIP_CASES)
+def test_patches_at_every_position_start_where_the_prompts_differ(
+    staggered, component, direction, layout
+):
+    """A patch of every position at once computes each prompt from its first
+    difference on (the cached target run stands in before it), with exact numbers."""
+    model, pairs, caches = staggered
+    kwargs = LAYOUTS[layout]
+    sites, got, passes = _rows_run(model, pairs, caches, component, direction, "all", **kwargs)
+    want = reference(model, pairs, sites, component, direction)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    patched = sum(shape.tokens for shape in passes if shape.layout != "prefix")
+    length = int(pairs.lengths[0])
+    assert patched < len(sites) * pairs.n_pairs * length  # not every position recomputed
+
+
+@pytest.mark.parametrize(
+    "component", ["attn_out", pytest.param("z", marks=pytest.mark.slow), "resid_pre"]
+)
+def test_windows_skip_before_the_prompts_differ_and_stay_exact(staggered, component):
+    model, pairs, caches = staggered
+    heads = [0, 3] if is_headed(component) else None
+    sites, got = engine(model, pairs, caches, component, "noise", "each", window=2, heads=heads)
+    want = reference(model, pairs, sites, component, "noise", window=2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_result_does_not_depend_on_chunking_or_the_fast_path(setup):

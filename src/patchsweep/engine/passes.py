@@ -133,7 +133,8 @@ def padded_pass(
     row_pos = sites.positions[s, i]
     fast = prefix is not None
     # Positions before `start` and blocks below `lowest` are as in the target run.
-    start = min(max(int(row_pos.min()), 0), int(inputs.first_scored(i).min())) if fast else 0
+    row_starts = inputs.patch_starts(row_pos, i)
+    start = min(int(row_starts.min()), int(inputs.first_scored(i).min())) if fast else 0
     lowest = int(row_layers.min()) if fast and inputs.target_resid is not None else 0
     batch = inputs.target_ids[i, start:length].to(device)
     kwargs: dict[str, Any] = {}
@@ -178,7 +179,7 @@ def packed_pass(
     device = model.device
     length = int(inputs.lengths[i[0]])
     row_layers, row_heads, row_pos = sites.layers[s], sites.heads[s], sites.positions[s, i]
-    starts = torch.minimum(row_pos.clamp(min=0), inputs.first_scored(i))
+    starts = torch.minimum(inputs.patch_starts(row_pos, i), inputs.first_scored(i))
     bins = pack(i, starts, length)
     lowest = int(row_layers.min()) if inputs.target_resid is not None else 0
     use_prefix = bool((starts > 0).any())
@@ -241,8 +242,10 @@ def _padded_plan(
 ) -> list[LayerPatch]:
     """Per patched layer: the rows patched there and the source values they take.
 
-    A row patched at one position writes that position (counted from ``start``); a row
-    patched at every position writes each of them (``start`` is then 0).
+    A row patched at one position writes that position; a row patched at every
+    position writes each from ``start`` on (positions counted from ``start``): before
+    it, where the chunk's prompts are the same in both runs, the cached target run
+    already holds the source values.
     """
     plan = []
     length = int(inputs.lengths[prompts[0]])
@@ -251,17 +254,18 @@ def _padded_plan(
         whole = at[row_pos[at] < 0]
         single = at[row_pos[at] >= 0]
         single_pos = row_pos[single]
-        whole_values = inputs.source[prompts[whole], layer, :length].flatten(0, 1)
+        whole_values = inputs.source[prompts[whole], layer, start:length].flatten(0, 1)
         single_values = inputs.source[prompts[single], layer, single_pos]
         values = _joined(whole_values, single_values)
         if kind.keys:  # stored with keys padded to the longest prompt
             values = values[..., :length]
+        width = length - start
         plan.append(
             LayerPatch(
                 layer,
-                rows=torch.cat([whole.repeat_interleave(length), single]),
-                positions=torch.cat([torch.arange(length).repeat(len(whole)), single_pos - start]),
-                heads=torch.cat([row_heads[whole].repeat_interleave(length), row_heads[single]]),
+                rows=torch.cat([whole.repeat_interleave(width), single]),
+                positions=torch.cat([torch.arange(width).repeat(len(whole)), single_pos - start]),
+                heads=torch.cat([row_heads[whole].repeat_interleave(width), row_heads[single]]),
                 values=values,
             )
         )

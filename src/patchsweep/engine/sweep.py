@@ -27,7 +27,7 @@ from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.components import Architecture
 from patchsweep.config import EngineConfig, SweepConfig
 from patchsweep.engine.attribution import check_attribution, run_attribution
-from patchsweep.engine.inputs import PatchInputs, source_and_target
+from patchsweep.engine.inputs import PatchInputs, source_and_target, writes_nothing_new
 from patchsweep.engine.packing import supports_packing
 from patchsweep.engine.passes import Pass, packed_pass, padded_pass
 from patchsweep.engine.prefix import PrefixCache
@@ -165,7 +165,7 @@ def run_patches(
     n_sites, n_prompts = len(sites), int(inputs.lengths.shape[0])
     result = torch.full((n_sites, n_prompts), float("nan"))
     done = checkpoint.resume(result) if checkpoint else torch.zeros(result.shape, dtype=torch.bool)
-    rows = all_rows(sites, inputs.lengths)
+    rows = all_rows(sites, inputs.lengths, inputs.first_differ)
     unchanged = _writes_what_is_there(component, sites, inputs, rows)
     if inputs.target_logits is not None and bool(unchanged.any()):
         # they score the unpatched target run, once per prompt
@@ -250,13 +250,15 @@ def _in_one_session(
 def _writes_what_is_there(
     component: str, sites: Sites, inputs: PatchInputs, rows: Rows
 ) -> torch.Tensor:
-    """(rows,) whether a row's patch writes, bit for bit, the value already at its site.
+    """(rows,) whether a row's patch writes only the value already at its site(s).
 
-    Checked for single-position residual-stream patches, the only component whose
-    target value the engine holds; before the first position where the two prompts
-    differ, the two runs' residual streams are equal, and patching there is a no-op.
+    For every component: a patch before the first position where the prompt's two runs
+    differ (there the two runs are the same), or at every position of a prompt whose
+    runs never differ. For single-position residual-stream patches, the one component
+    whose target value the engine holds, also any other site where the two values are
+    equal bit for bit (the embeddings, resid_pre of layer 0, wherever the tokens are).
     """
-    unchanged = torch.zeros(len(rows.site), dtype=torch.bool)
+    unchanged = writes_nothing_new(rows.position, inputs.first_differ, rows.prompt, inputs.lengths)
     kind = COMPONENT_TYPES.get(component)
     if kind is None or kind.store != "resid":
         return unchanged
@@ -264,7 +266,7 @@ def _writes_what_is_there(
         return unchanged
     if sites.window != 1:
         return unchanged
-    single = torch.nonzero(rows.position >= 0).flatten()
+    single = torch.nonzero((rows.position >= 0) & ~unchanged).flatten()
     for part in single.split(4096):  # bounded memory: rows × d_model at a time
         i, layer, pos = rows.prompt[part], rows.layer[part], rows.position[part]
         source = inputs.source[i, layer, pos]

@@ -18,6 +18,7 @@ import torch
 
 from patchsweep.components import Dimensions
 from patchsweep.engine.accounting import PassShape
+from patchsweep.engine.inputs import patch_starts
 from patchsweep.engine.packing import pack
 from patchsweep.engine.sites import Sites
 from patchsweep.errors import ConfigError
@@ -39,21 +40,33 @@ class Rows:
         prompt: (R,) the row's prompt.
         layer: (R,) the site's (first) patched layer.
         position: (R,) the position patched in this prompt, −1 for every position.
+        start: (R,) the first position the patch can change: ``position``, or for a
+            row patched at every position its prompt's first differing position
+            (:func:`~patchsweep.engine.inputs.patch_starts`). A pass computes a row
+            from here on; the positions before are the unpatched target run's.
     """
 
     site: torch.Tensor
     prompt: torch.Tensor
     layer: torch.Tensor
     position: torch.Tensor
+    start: torch.Tensor
 
 
-def all_rows(sites: Sites, lengths: torch.Tensor) -> Rows:
-    """The rows of a sweep, site-major."""
+def all_rows(sites: Sites, lengths: torch.Tensor, first_differ: torch.Tensor | None) -> Rows:
+    """The rows of a sweep, site-major.
+
+    Args:
+        first_differ: (N,) where each prompt's two runs first differ, or None (unknown:
+            a row patched at every position starts at 0).
+    """
     site, prompt = torch.meshgrid(
         torch.arange(len(sites)), torch.arange(int(lengths.shape[0])), indexing="ij"
     )
     site, prompt = site.flatten(), prompt.flatten()
-    return Rows(site, prompt, sites.layers[site], sites.positions[site, prompt])
+    position = sites.positions[site, prompt]
+    start = patch_starts(position, first_differ, prompt)
+    return Rows(site, prompt, sites.layers[site], position, start)
 
 
 def rows_per_pass(
@@ -95,7 +108,7 @@ def tiles(
     Without ``fast`` every pass runs every layer and position: chunks of ``cap`` rows.
     """
     layer = rows.layer[members]
-    pos = rows.position[members]
+    pos = rows.start[members]
     if not fast:
         return list(members.split(cap))
     best: tuple[float, list[torch.Tensor]] | None = None
@@ -107,7 +120,7 @@ def tiles(
                 + len(c)
                 * (n_layers - int(rows.layer[c].min()))
                 / n_layers
-                * (length - max(int(rows.position[c].min()), 0))
+                * (length - int(rows.start[c].min()))
                 / length
                 for c in chunks
             )
@@ -121,8 +134,8 @@ def _tile_with(
     members: torch.Tensor, layer: torch.Tensor, pos: torch.Tensor, g_l: int, g_p: int, cap: int
 ) -> list[torch.Tensor]:
     tile_l = layer // g_l
-    tile_p = torch.where(pos < 0, -1, pos // g_p)
-    key = (tile_l * 100_000 + tile_p + 1) * 1_000_000_000
+    tile_p = pos // g_p  # pos: each row's start, never negative
+    key = (tile_l * 100_000 + tile_p) * 1_000_000_000
     order = torch.argsort(key + torch.arange(len(members)), stable=True)
     chunks: list[torch.Tensor] = []
     start = 0
@@ -154,7 +167,7 @@ def packed_tiles(
     n_layers = dims.n_layers
     layer = rows.layer[members]
     prompt = rows.prompt[members]
-    tokens = length - rows.position[members].clamp(min=0)
+    tokens = length - rows.start[members]
     per_token, per_row = _packed_bytes(dims, length, bytes_per_value)
     best: tuple[float, list[torch.Tensor]] | None = None
     for g_l in sorted({1, 2, 3, 4, 6, 8, 12, n_layers}):
@@ -228,15 +241,15 @@ def pass_shape(
     Args:
         first_scored: (N,) the earliest position each prompt's metric reads.
     """
-    prompts, positions = rows.prompt[chunk], rows.position[chunk]
+    prompts, row_starts = rows.prompt[chunk], rows.start[chunk]
     layers = dims.n_layers - int(rows.layer[chunk].min())
     if packed:
-        starts = torch.minimum(positions.clamp(min=0), first_scored[prompts])
+        starts = torch.minimum(row_starts, first_scored[prompts])
         n_bins, width = pack(prompts, starts, length).shape
         per_token, per_row = _packed_bytes(dims, length, bytes_per_value)
         tokens = n_bins * width
         memory = tokens * per_token + len(chunk) * per_row
         return PassShape("packed", len(chunk), tokens, layers, memory, bool((starts > 0).any()))
-    start = min(max(int(positions.min()), 0), int(first_scored[prompts].min()))
+    start = min(int(row_starts.min()), int(first_scored[prompts].min()))
     memory = len(chunk) * row_bytes(dims, length, bytes_per_value)
     return PassShape("padded", len(chunk), len(chunk) * (length - start), layers, memory, start > 0)

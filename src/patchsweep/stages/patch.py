@@ -17,7 +17,7 @@ from patchsweep.errors import ConfigError
 from patchsweep.io import FULL_PRECISION, check_meta, read_meta, read_tensors, write_csv
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import load_activations, load_tokenized
+from patchsweep.stored import load_sweep_runs, load_tokenized
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +44,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     expected = {**model.identity(), "tokens_hash": token_hash}
     check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
     runs = Runs(
-        **{
-            source_run: load_activations(exp, source_run, [key], expected),
-            target_run: load_activations(
-                exp, target_run, None, expected, only=["resid", "embed_delta"]
-            ),
-        },
+        **load_sweep_runs(exp, source_run, target_run, key, expected),
         final_logits=read_tensors(exp.final_logits, ["clean", "corrupted"]),
     )
     log.info(

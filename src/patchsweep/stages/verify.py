@@ -32,7 +32,7 @@ from patchsweep.io import (
 )
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import load_activations, load_tokenized
+from patchsweep.stored import load_sweep_runs, load_tokenized
 
 log = logging.getLogger(__name__)
 # What must agree between an attribution sweep and the exact sweep it is compared with.
@@ -57,12 +57,7 @@ def run(exp: ExperimentPaths, sweep_name: str, exact_name: str) -> None:
     key = stored_key(sweep)
     logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
     runs = Runs(
-        **{
-            source_run: load_activations(exp, source_run, [key], expected),
-            target_run: load_activations(
-                exp, target_run, None, expected, only=["resid", "embed_delta"]
-            ),
-        },
+        **load_sweep_runs(exp, source_run, target_run, key, expected),
         final_logits=logits,
     )
     baselines = experiment_baselines(
