@@ -34,7 +34,7 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     missing = [
         stage_name(exp, sweep_name, s.index)
         for s in shards
-        if not (shard_table(exp, sweep_name, s.index).is_file())
+        if not shard_table(exp, sweep_name, s.index).is_file()
         or not shard_record(exp, sweep_name, s.index).is_file()
     ]
     if missing:
