@@ -63,12 +63,23 @@ def write_dataset(root: Path, pairs: list[dict], name: str = "tiny") -> None:
     (root / EXPERIMENTS / "dataset" / f"{name}.yaml").write_text(f"{name}: true\n")
 
 
-def write_params(root: Path, models: list[str], datasets: list[str], sweeps: list[str]) -> None:
+def write_params(
+    root: Path,
+    models: list[str],
+    datasets: list[str],
+    sweeps: list[str],
+    sharded: dict[str, list[dict]] | None = None,
+) -> None:
     """Point conf/experiments/params.yaml at these models × datasets × sweeps and write
-    params.yaml as DVC's Hydra mode composes it (``model``/``dataset``: one key each)."""
+    params.yaml as DVC's Hydra mode composes it (``model``/``dataset``: one key each).
+
+    ``sharded``: sweeps run in shards, each with its list of shards (``{layers: […]}``).
+    """
     defaults = [{"model": models}, {"dataset": datasets}, "_self_"]
     # no attribution sweeps: dvc.yaml's attribute and verify matrices are empty
     own = {"sweep": sweeps, "attributed": {}, "attribution_sweep": []}
+    count = max((len(shards) for shards in (sharded or {}).values()), default=2)
+    own |= {"sharded": sharded or {}, "shard": list(range(count))}
     (root / EXPERIMENTS / "params.yaml").write_text(
         yaml.safe_dump({"defaults": defaults, **own}, sort_keys=False)
     )
@@ -152,6 +163,30 @@ def make_dvc_repo(
     del dvc_yaml["stages"]["train_organism"]  # the tiny model is not trained here
     if stages is not None:
         dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in stages}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    init_repo(root)
+    return root
+
+
+ORGANISM = REPO / "data" / "models" / "ioi-gpt2"  # the bundled model (conf/model/organism.yaml)
+
+
+def make_organism_repo(
+    root: Path, sweeps: list[str], sharded: dict[str, list[dict]] | None = None, n_pairs: int = 6
+) -> Path:
+    """A git + DVC repo at ``root`` (created) like :func:`make_dvc_repo`, around a copy of
+    the bundled 4-layer organism with one dataset, ``few``: ``n_pairs`` IOI prompts."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(ORGANISM, root / "data" / "models" / ORGANISM.name)
+    shutil.copytree(REPO / "conf", root / "conf")
+    few = {"name": "few", "generator": "ioi", "n_pairs": n_pairs, "seed": 0,
+           "options": {"corruption": "swap", "split": "test"}}  # fmt: skip
+    (root / "conf" / "dataset" / "few.yaml").write_text(yaml.safe_dump(few))
+    (root / EXPERIMENTS / "dataset" / "few.yaml").write_text("few: true\n")
+    write_params(root, ["organism"], ["few"], sweeps, sharded)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    del dvc_yaml["stages"]["train_organism"]  # the organism's files are copied as they are
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     init_repo(root)
     return root

@@ -72,15 +72,18 @@ def test_composed_params_list_every_default_dataset_once(tmp_path):
     params = yaml.safe_load(dvc_composition(REPO, tmp_path / "params.yaml"))
     defaults = yaml.safe_load((REPO / EXPERIMENTS / "params.yaml").read_text())["defaults"]
     listed = {group: names for d in defaults if isinstance(d, dict) for group, names in d.items()}
-    assert list(params) == ["model", "dataset", "attributed", "sweep", "attribution_sweep"]
+    assert list(params) == [
+        "model", "dataset", "attributed", "sweep", "attribution_sweep", "sharded", "shard",
+    ]  # fmt: skip
     assert set(params["attributed"]) <= set(params["dataset"])
     for group in GROUPS:
         assert list(params[group]) == listed[group]  # dvc.yaml's matrix iterates these keys
     defined = yaml.safe_load((REPO / "conf" / "sweep" / "default.yaml").read_text())
     assert set(params["sweep"]) <= set(defined)  # the file is `@package sweeps`
+    assert set(params["sharded"]) <= set(defined) - set(params["sweep"])  # run in shards
     for entry in params["attribution_sweep"]:  # each checked against a listed exact sweep
         assert defined[entry["name"]]["method"] == "attribution"
-        assert entry["exact"] in params["sweep"]
+        assert entry["exact"] in [*params["sweep"], *params["sharded"]]
 
 
 @pytest.mark.parametrize(

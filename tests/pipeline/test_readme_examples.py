@@ -11,7 +11,10 @@ untested:
   written where it says it goes in a copy of ``conf/`` and composed with the project's
   own schema and checks (:func:`patchsweep.config.compose_config`); a sweep must fit the
   model that is shipped (its ``config.json``) and run through ``ps.sweep`` on four
-  prompts, a dataset through the pipeline's compose and tokenize stages;
+  prompts, a dataset through the pipeline's compose and tokenize stages. A block headed
+  ``# conf/experiments/params.yaml`` (a shard layout) goes into ``params.yaml`` as
+  ``make params`` would put it, through the compose stage, and must cover the shipped
+  model's layers;
 * a shell block (```` ```bash ````, or an untagged block of commands): each command is
   run in a copy of the project (``RUN``, with what it must have written) or listed in
   ``SKIP`` with the reason it cannot run here; a command in neither fails the inventory;
@@ -178,7 +181,10 @@ def snippet_of(block: Block) -> Snippet:
     return Snippet(block, target, values)
 
 
-def yaml_snippets() -> list[Snippet]:
+EXPERIMENTS_PARAMS = "conf/experiments/params.yaml"  # DVC's Hydra config: params.yaml
+
+
+def all_snippets() -> list[Snippet]:
     """The YAML blocks that say where they go; the others fail the inventory test (not
     the collection of every test here)."""
     found = []
@@ -189,6 +195,16 @@ def yaml_snippets() -> list[Snippet]:
             except (AssertionError, yaml.YAMLError):
                 continue
     return found
+
+
+def yaml_snippets() -> list[Snippet]:
+    """The config snippets: those that go into an experiment's config (conf/<group>/)."""
+    return [s for s in all_snippets() if s.target != EXPERIMENTS_PARAMS]
+
+
+def layout_snippets() -> list[Snippet]:
+    """The snippets of conf/experiments/params.yaml (which sweeps run in shards)."""
+    return [s for s in all_snippets() if s.target == EXPERIMENTS_PARAMS]
 
 
 def sweep_entries() -> list[tuple[Snippet, str]]:
@@ -357,6 +373,11 @@ RUN = {
 }
 
 QUEUE = "needs a git repository with DVC's state and a queue worker, and minutes"
+SHARDS = (
+    "needs a git repository with DVC's state, and minutes; tests/pipeline/test_shards.py "
+    "runs the same commands on a scratch repository"
+)
+SLURM = "needs a SLURM cluster; the job's command is run by tests/pipeline/test_shards.py"
 SKIP = {
     "make repro": "installs .venv and runs every DVC stage of the project: about 17 minutes; "
     "tests/pipeline/test_make_repro.py runs the target on a scratch pipeline",
@@ -367,6 +388,21 @@ SKIP = {
     "dvc queue status && patchsweep exps": "reads the queue and experiments of a DVC "
     "repository with experiments run; tests/pipeline/test_exp_show.py runs patchsweep exps",
     "dvc exp apply <name>": "a placeholder for an experiment's name, from a run queue",
+    # sharded sweeps: tests/pipeline/test_shards.py runs these on a scratch DVC repo around
+    # the organism (its dataset `few`, its sweep resid_layer_pos), with CPU workers
+    "dvc repro capture@organism-ioi": SHARDS,
+    "dvc --wait-for-lock repro -s patch_shard@organism-ioi-head_pos-0 &": SHARDS,
+    "dvc --wait-for-lock repro -s patch_shard@organism-ioi-head_pos-1 &": SHARDS,
+    "wait": "waits for the two shard processes above: " + SHARDS,
+    "dvc repro": SHARDS,
+    "dvc exp run --queue patch_shard@organism-ioi-head_pos-0": QUEUE + "; " + SHARDS,
+    "dvc exp run --queue patch_shard@organism-ioi-head_pos-1": QUEUE + "; " + SHARDS,
+    "dvc queue start -j 2": QUEUE + "; " + SHARDS,
+    "dvc queue status": QUEUE + "; " + SHARDS,
+    "sbatch --gres=gpu:1 --wrap 'dvc --wait-for-lock repro -s "
+    "patch_shard@organism-ioi-head_pos-0'": SLURM,
+    "sbatch --gres=gpu:1 --wrap 'dvc --wait-for-lock repro -s "
+    "patch_shard@organism-ioi-head_pos-1'": SLURM,
 }
 
 # Untagged blocks that show output, a diagram or a file tree, by how their first line
@@ -519,6 +555,29 @@ def test_sweep_example_fits_the_shipped_model_and_runs(snippet, name, tmp_path, 
     assert set(table["method"]) == {sweep.method}
     assert table.attrs["baselines"]["n_prompts"] == N_PAIRS
     assert 0 < table["n_prompts"].max() <= N_PAIRS
+
+
+@pytest.mark.parametrize("snippet", layout_snippets(), ids=lambda s: s.id)
+def test_shard_layout_example_composes_and_covers_the_shipped_model(snippet, tmp_path, monkeypatch):
+    """The layout in params.yaml (its sweeps taken off the ``sweep`` list), through the
+    compose stage's checks; its shards cover every layer of the bundled model."""
+    from patchsweep.config import load_config
+    from patchsweep.paths import ExperimentPaths
+    from patchsweep.shards import check_cover, read_layout
+    from patchsweep.stages import compose
+
+    root = project_copy(tmp_path)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    sharded = set(snippet.values["sharded"])
+    params["sweep"] = [name for name in params["sweep"] if name not in sharded]
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, **snippet.values}))
+    monkeypatch.chdir(root)
+    exp = ExperimentPaths("organism", "ioi")
+    compose.run(exp)
+    sweeps = load_config(exp.config).sweeps
+    layers = range(shipped_model()["layers"])
+    for name, shards in read_layout(root / "params.yaml").items():
+        check_cover(name, shards, sweeps[name].layers or layers, "the bundled model's layers")
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ from patchsweep.fingerprint import file_digest, model_revision, module_source
 from patchsweep.io import write_text
 from patchsweep.paths import ExperimentPaths
 from patchsweep.plotting.settings import check_style
+from patchsweep.shards import check_sharded, read_layout
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ def listed_sweeps(params_file: Path, dataset: str | None = None) -> list[str] | 
     """The sweep names ``params.yaml`` asks DVC to run, or None when it lists none.
 
     Datasets listed under ``attributed`` also run the ``attribution_sweep`` list (each
-    entry ``{name: …, exact: …}``; the exact sweep it is checked against is in ``sweep``).
+    entry ``{name: …, exact: …}``; the exact sweep it is checked against is in ``sweep``
+    or ``sharded``). The sweeps under ``sharded`` run in shards (:mod:`patchsweep.shards`).
     """
     if not params_file.is_file():
         return None
@@ -52,6 +54,7 @@ def listed_sweeps(params_file: Path, dataset: str | None = None) -> list[str] | 
     if names is None:
         return None
     listed = [str(n) for n in names]
+    listed += [name for name in read_layout(params_file) if name not in listed]
     if dataset is not None and dataset in (params.get("attributed") or {}):
         for entry in params.get("attribution_sweep") or []:
             listed.append(str(entry["name"]) if isinstance(entry, dict) else str(entry))
@@ -119,8 +122,9 @@ def finish(exp: ExperimentPaths, cfg: DictConfig) -> DictConfig:
                 f"params.yaml lists sweep(s) {unknown} that conf/sweep does not define "
                 f"(defined: {sorted(cfg.sweeps)})",
                 "define them under sweeps: in a conf/sweep/*.yaml file, or remove them from "
-                "the sweep list in params.yaml",
+                "the sweep list (or sharded) in params.yaml",
             )
+        check_sharded(exp.root / "params.yaml", to_object(cfg).sweeps)
         with open_dict(cfg):
             for name in list(cfg.sweeps):
                 if name not in wanted:
