@@ -51,18 +51,3 @@ def load_activations(
                 "delete it and run `dvc repro`",
             )
     return tensors
-
-
-def load_sweep_runs(
-    exp: ExperimentPaths, source_run: str, target_run: str, key: str, expected: dict[str, Any]
-) -> dict[str, dict[str, torch.Tensor]]:
-    """What a sweep reads of the two runs, by run name: the patched activation ``key``
-    from the source run, the residual stream from the target run (the engine starts
-    from it), and from either run the embedding noise of a noise corruption, which says
-    where the two runs start to differ (and is added again wherever the target run is a
-    noised one)."""
-    noise = ["embed_delta"]
-    return {
-        source_run: load_activations(exp, source_run, [key], expected, only=noise),
-        target_run: load_activations(exp, target_run, None, expected, only=["resid", *noise]),
-    }

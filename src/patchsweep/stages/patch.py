@@ -12,12 +12,13 @@ from patchsweep.checkpoint import Checkpoint, checkpoint_key
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.engine.inputs import source_and_target
-from patchsweep.engine.sweep import Runs, run_sweep, stored_key
+from patchsweep.engine.sweep import run_sweep
 from patchsweep.errors import ConfigError
-from patchsweep.io import FULL_PRECISION, check_meta, read_meta, read_tensors, write_csv
+from patchsweep.io import FULL_PRECISION, write_csv
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import load_sweep_runs, load_tokenized
+from patchsweep.stored import load_tokenized
+from patchsweep.sweep_runs import load_sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,8 @@ def run(exp: ExperimentPaths, sweep_name: str) -> None:
     sweep = cfg.sweeps[sweep_name]
     pairs, token_hash = load_tokenized(exp)
     model = load_model(cfg.model)
+    runs = load_sweep_runs(exp, cfg, sweep_name, model.identity(), token_hash)
     source_run, target_run = source_and_target(sweep.direction)
-    key = stored_key(sweep)
-    if key not in cfg.capture.components and key != "resid":
-        raise ConfigError(
-            f"sweep {sweep_name!r} patches {sweep.component}, but the capture stage does not "
-            f"store it (capture.components: {cfg.capture.components})",
-            f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
-        )
-    expected = {**model.identity(), "tokens_hash": token_hash}
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
-    runs = Runs(
-        **load_sweep_runs(exp, source_run, target_run, key, expected),
-        final_logits=read_tensors(exp.final_logits, ["clean", "corrupted"]),
-    )
     log.info(
         "sweep %s: %s %s over %d prompts (%s into the %s run)",
         sweep_name,

@@ -16,16 +16,12 @@ from dataclasses import asdict, replace
 from patchsweep.checkpoint import Checkpoint, checkpoint_key
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
-from patchsweep.engine.inputs import source_and_target
 from patchsweep.engine.sites import checked_indices
-from patchsweep.engine.sweep import Runs, run_sweep, stored_key
+from patchsweep.engine.sweep import run_sweep
 from patchsweep.errors import ConfigError
 from patchsweep.io import (
     FULL_PRECISION,
-    check_meta,
     publish_together,
-    read_meta,
-    read_tensors,
     write_csv,
     write_json,
 )
@@ -39,7 +35,8 @@ from patchsweep.shards import (
     shard_record,
     shard_table,
 )
-from patchsweep.stored import load_activations, load_tokenized
+from patchsweep.stored import load_tokenized
+from patchsweep.sweep_runs import load_sweep_runs
 
 log = logging.getLogger(__name__)
 
@@ -64,25 +61,7 @@ def run(exp: ExperimentPaths, sweep_name: str, index: int) -> None:
     what = f"sweeps.{sweep_name}.layers" if sweep.layers is not None else "the model's layers"
     check_cover(sweep_name, layout[sweep_name], sweep_layers, what)
     part = replace(sweep, layers=list(shard.layers))
-    source_run, target_run = source_and_target(sweep.direction)
-    key = stored_key(sweep)
-    if key not in cfg.capture.components and key != "resid":
-        raise ConfigError(
-            f"sweep {sweep_name!r} patches {sweep.component}, but the capture stage does not "
-            f"store it (capture.components: {cfg.capture.components})",
-            f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
-        )
-    expected = {**model.identity(), "tokens_hash": token_hash}
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
-    runs = Runs(
-        **{
-            source_run: load_activations(exp, source_run, [key], expected),
-            target_run: load_activations(
-                exp, target_run, None, expected, only=["resid", "embed_delta"]
-            ),
-        },
-        final_logits=read_tensors(exp.final_logits, ["clean", "corrupted"]),
-    )
+    runs = load_sweep_runs(exp, cfg, sweep_name, model.identity(), token_hash)
     # what the numbers depend on, but the layers: equal in every shard of one sweep
     inputs = {
         "model": model.identity(),

@@ -16,23 +16,19 @@ from patchsweep.baselines import experiment_baselines
 from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import Config, load_config
 from patchsweep.engine.attribution import planned_passes
-from patchsweep.engine.inputs import source_and_target
-from patchsweep.engine.sweep import Runs, stored_key
 from patchsweep.engine.verify import choose_sites, exact_patch_sites
 from patchsweep.errors import ConfigError
 from patchsweep.io import (
     FULL_PRECISION,
-    check_meta,
     publish_together,
     read_csv,
-    read_meta,
-    read_tensors,
     write_csv,
     write_json,
 )
 from patchsweep.models import load_model
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import load_sweep_runs, load_tokenized
+from patchsweep.stored import load_tokenized
+from patchsweep.sweep_runs import load_sweep_runs
 
 log = logging.getLogger(__name__)
 # What must agree between an attribution sweep and the exact sweep it is compared with.
@@ -51,15 +47,8 @@ def run(exp: ExperimentPaths, sweep_name: str, exact_name: str) -> None:
     compared = None if exact_name == sweep_name else _exact_twin(cfg, sweep_name, exact_name)
     pairs, token_hash = load_tokenized(exp)
     model = load_model(cfg.model)
-    expected = {**model.identity(), "tokens_hash": token_hash}
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
-    source_run, target_run = source_and_target(sweep.direction)
-    key = stored_key(sweep)
-    logits = read_tensors(exp.final_logits, ["clean", "corrupted"])
-    runs = Runs(
-        **load_sweep_runs(exp, source_run, target_run, key, expected),
-        final_logits=logits,
-    )
+    runs = load_sweep_runs(exp, cfg, sweep_name, model.identity(), token_hash)
+    logits = runs.final_logits
     baselines = experiment_baselines(
         pairs, logits, cfg.metric.name, cfg.model.name, cfg.dataset.name
     )
