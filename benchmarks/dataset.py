@@ -600,7 +600,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_report(output, report)
         print("\nRAW METRICS DISAGREE after the warm-up:\n  " + "\n  ".join(bad), file=sys.stderr)
         sys.exit(1)
-    print("warm-up: every method agrees within tolerance", flush=True)
+    for name, info in report["datasets"].items():
+        for sweep_name, row in info["sweeps"].items():
+            diffs = "  ".join(f"{k} {v:.1e}" for k, v in row["max_abs_diff"].items())
+            print(f"max abs diff {name:<18}{sweep_name:<23}{diffs}")
+    print(f"warm-up: every method agrees within {TOLERANCE:g}", flush=True)
 
     times: dict[tuple[str, str], dict[str, list[float]]] = {
         (d.name, s.name): {m: [] for m in d.methods} for d in datasets for s in d.sweeps
