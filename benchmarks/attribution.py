@@ -40,11 +40,8 @@ Usage: ``python benchmarks/attribution.py [--repeats N] [--quick] [--threads N]`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -60,22 +57,26 @@ import numpy as np
 import pandas as pd
 import torch
 from common import (
+    FULL_SHAPE,
+    QUICK_SHAPE,
     REPO,
+    boot_bridge,
     default_config,
+    environment,
+    first_difference,
+    ioi_pairs,
     measure_memory,
     process_peak_mb,
     save_random_gpt2,
+    warn_if_busy,
     word_tokenizer,
     write_report,
 )
-from patching import FULL_SHAPE, QUICK_SHAPE, boot_bridge, environment
 from transformers import AutoModelForCausalLM
 
-import patchsweep.engine
 from patchsweep.capture import capture_run
 from patchsweep.component_types import COMPONENT_TYPES
 from patchsweep.config import EngineConfig, ModelConfig, SweepConfig
-from patchsweep.datasets.base import PromptPair
 from patchsweep.engine import PatchInputs, Sites, build_sites, run_patches
 from patchsweep.engine.accounting import PassShape, recording_passes
 from patchsweep.engine.attribution import run_attribution
@@ -103,12 +104,6 @@ RELATIVE_TOLERANCE = 1e-5
 VERIFY_TOLERANCE = 1e-4
 TARGETS = {"attribution": 20.0, "attribution+verify": 5.0}  # exact ÷ method, at least
 CAPTURE_FORWARDS = 2  # every engine method captures the clean and the corrupted run
-
-# The template of patching.py's pair (16 tokens), with its names drawn per pair. The
-# corrupted prompt replaces the two names of the first clause (IO and S1) with two others.
-TEMPLATE = "When {a} and {b} went to the big store today , {s} gave a book to"
-NAMES = ("John", "Mary", "Tom", "Ann", "James", "Sarah", "David", "Emma")
-NAMES += ("Paul", "Lucy", "Mark", "Kate", "Peter", "Alice", "Sam", "Rose")
 
 
 @dataclass(frozen=True)
@@ -150,27 +145,6 @@ class Outcome:
     target: torch.Tensor | None = None  # (N,) unpatched metric, where the method has it
     verified: tuple[np.ndarray, torch.Tensor] | None = None  # top sites, (k, N) exact
     parts_s: dict[str, float] = field(default_factory=dict)  # capture; tl_exact: cache, patches
-
-
-def ioi_pairs(n: int, seed: int = 0) -> list[PromptPair]:
-    """``n`` distinct pairs of one length: four different names each, drawn with a seed."""
-    rng = random.Random(seed)
-    pairs: list[PromptPair] = []
-    seen: set[tuple[str, ...]] = set()
-    while len(pairs) < n:
-        io, s, a, b = names = tuple(rng.sample(NAMES, 4))
-        if names in seen:
-            continue
-        seen.add(names)
-        pairs.append(
-            PromptPair(
-                clean=TEMPLATE.format(a=io, b=s, s=s),
-                corrupted=TEMPLATE.format(a=a, b=b, s=s),
-                correct=(f" {io}",),
-                incorrect=(f" {s}",),
-            )
-        )
-    return pairs
 
 
 # --- the engine ------------------------------------------------------------------------
@@ -391,7 +365,7 @@ def flop_bound(sweep: Sweep, dims: Any, pairs: TokenizedPairs, top: np.ndarray) 
     clean, corrupted = pairs.clean_ids, pairs.corrupted_ids
     n_layers, length = dims.n_layers, clean.shape[1]
     same = clean == corrupted  # (N, T)
-    first = torch.where(same.all(1), length, (~same).int().argmax(1))  # (N,)
+    first = first_difference(clean, corrupted)  # (N,)
     layer = torch.arange(n_layers)[:, None, None]
     pos = torch.arange(length)[None, :, None]
     noop = pos < first[None, None, :]  # (L, T, N)
@@ -424,15 +398,6 @@ def head_split(sweep: Sweep, hf: Any) -> tuple[int, int]:
 
 
 # --- reporting -------------------------------------------------------------------------
-
-
-def engine_hash() -> dict[str, str]:
-    """The engine measured: the package imported (another tree than this one, maybe)."""
-    folder = Path(patchsweep.engine.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.py")):
-        digest.update(path.read_bytes())
-    return {"engine_path": str(folder), "engine_sha256": digest.hexdigest()[:16]}
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -654,18 +619,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=None, help="JSON path")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if args.threads > 1 and load + args.threads > cores + 0.5:
-        print(
-            f"warning: load average {load:.1f} on {cores} cores; {args.threads} torch threads "
-            "will contend with other jobs and time mostly waiting (try --threads 1)",
-            file=sys.stderr,
-        )
+    warn_if_busy(args.threads)
     name = "attribution-quick.json" if args.quick else "attribution.json"
     output = args.output or RESULTS / name
     cfg = default_config(EngineConfig, "engine")
     prompts = ioi_pairs(args.pairs)
-    env = {**environment(args.threads), **engine_hash()}  # before the load of the runs
+    env = environment(args.threads)  # before the load of the runs
 
     with tempfile.TemporaryDirectory(prefix="patchsweep-bench-") as tmp:
         folder = Path(tmp)

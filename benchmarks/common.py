@@ -1,4 +1,6 @@
-"""What the benchmarks share: a random GPT-2 saved without the hub, and peak-RSS readings.
+"""What the benchmarks share: a random GPT-2 saved without the hub, the IOI-like prompt
+pairs of one length, TransformerLens booted offline, the environment a run records, and
+peak-RSS readings.
 
 Imported by the scripts next to it (``python benchmarks/NAME.py`` puts this folder on
 ``sys.path``).
@@ -9,9 +11,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import hashlib
 import json
+import os
+import platform
+import random
 import resource
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +27,8 @@ import torch
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
+FULL_SHAPE: dict[str, int] = {}  # GPT2Config() defaults: 12 layers, 12 heads, 768, 50257
+QUICK_SHAPE = {"n_layer": 2, "n_head": 4, "n_embd": 64}
 
 
 def default_config(schema: type[T], group: str) -> T:
@@ -70,6 +79,149 @@ def save_random_gpt2(
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def boot_bridge(folder: Path, tokenizer: Any) -> Any:
+    """TransformerLens's view of the saved model, built without the hub.
+
+    ``boot_transformers`` with ``hf_model=`` reuses that model's config instead of
+    fetching one; the default (non-compatibility) mode keeps the raw HF weights, so its
+    activations are the HF model's. The bridge swaps the model's submodules in place, so
+    it gets a copy of its own, loaded with the eager attention it requires.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf, tokenizer=tokenizer)
+    return bridge.eval()
+
+
+# --- prompts ---------------------------------------------------------------------------
+
+# 16 word-level tokens: When IO and S1 went to the big store today , S2 gave a book to.
+IOI_TEMPLATE = "When {a} and {b} went to the big store today , {s} gave a book to"
+IOI_NAMES = ("John", "Mary", "Tom", "Ann", "James", "Sarah", "David", "Emma")
+IOI_NAMES += ("Paul", "Lucy", "Mark", "Kate", "Peter", "Alice", "Sam", "Rose")
+# How the corrupted prompt differs from the clean one, and so where the two first differ.
+CORRUPTIONS = {
+    # The first clause's two names (IO and S1) replaced by two others: the corrupted
+    # prompt carries no information about which name is the answer; first difference at
+    # IO, the second token.
+    "first_clause": "IO and S1 replaced by two other names",
+    # Only the second mention of the subject swapped for IO: the first clause is shared,
+    # and the prompts first differ at S2, token 11 of 0–15.
+    "s2_only": "S2 replaced by IO",
+}
+
+
+def ioi_pairs(n: int, seed: int = 0, corruption: str = "first_clause") -> list[Any]:
+    """``n`` distinct pairs of :data:`IOI_TEMPLATE`, names drawn with a seed.
+
+    Every name is one token of a word-level tokenizer, so the pairs have one length and
+    are compared position by position. The metric's answers are IO (correct) and S.
+    """
+    from patchsweep.datasets.base import PromptPair
+
+    if corruption not in CORRUPTIONS:
+        raise ValueError(f"corruption must be one of {sorted(CORRUPTIONS)}, got {corruption!r}")
+    rng = random.Random(seed)
+    pairs: list[PromptPair] = []
+    seen: set[tuple[str, ...]] = set()
+    while len(pairs) < n:
+        io, s, a, b = names = tuple(rng.sample(IOI_NAMES, 4))
+        key = names if corruption == "first_clause" else (io, s)
+        if key in seen:
+            continue
+        seen.add(key)
+        corrupted = (
+            IOI_TEMPLATE.format(a=a, b=b, s=s)
+            if corruption == "first_clause"
+            else IOI_TEMPLATE.format(a=io, b=s, s=io)
+        )
+        pairs.append(
+            PromptPair(
+                clean=IOI_TEMPLATE.format(a=io, b=s, s=s),
+                corrupted=corrupted,
+                correct=(f" {io}",),
+                incorrect=(f" {s}",),
+            )
+        )
+    return pairs
+
+
+def first_difference(clean: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """(N,) the first position where each pair's prompts differ; the padded width if
+    they never do. No activation before it can differ between the runs (causal
+    attention), so a patch there writes what is already there."""
+    same = clean == corrupted
+    return torch.where(same.all(1), clean.shape[1], (~same).int().argmax(1))
+
+
+# --- the environment -------------------------------------------------------------------
+
+
+def engine_hash() -> dict[str, str]:
+    """The engine measured: the package imported (another tree than this one, maybe), and
+    the first 16 hex digits of the hash of its ``engine/*.py`` in name order."""
+    import patchsweep.engine
+
+    folder = Path(patchsweep.engine.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.py")):
+        digest.update(path.read_bytes())
+    return {"engine_path": str(folder), "engine_sha256": digest.hexdigest()[:16]}
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Versions, threads, CPU and load: what a timing depends on besides the code."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": installed("transformers"),
+        "nnsight": installed("nnsight"),
+        "transformer_lens": installed("transformer-lens"),
+        "torch_threads": threads,
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_start": list(os.getloadavg()),
+        # The engine changes under active development; this names the version measured.
+        **engine_hash(),
+    }
+
+
+def warn_if_busy(threads: int) -> None:
+    """Warn when other jobs would leave torch's threads waiting for a core.
+
+    A torch thread that the OS deschedules stalls every parallel op's barrier: on a busy
+    2-core machine one GPT-2 forward went from 0.09 s (1 thread) to 1.7 s (2).
+    """
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if threads > 1 and load + threads > cores + 0.5:
+        print(
+            f"warning: load average {load:.1f} on {cores} cores; {threads} torch threads "
+            "will contend with other jobs and time mostly waiting (try --threads 1)",
+            file=sys.stderr,
+        )
 
 
 # --- measuring -------------------------------------------------------------------------

@@ -33,14 +33,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +48,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
 from common import (
+    FULL_SHAPE,
+    QUICK_SHAPE,
     REPO,
+    boot_bridge,
     default_config,
+    environment,
     measure_memory,
     process_peak_mb,
     save_random_gpt2,
+    warn_if_busy,
     word_tokenizer,
     write_report,
 )
@@ -92,8 +93,6 @@ PAIR = PromptPair(
     correct=(" John",),
     incorrect=(" Mary",),
 )
-FULL_SHAPE: dict[str, int] = {}  # GPT2Config() defaults: 12 layers, 12 heads, 768, 50257
-QUICK_SHAPE = {"n_layer": 2, "n_head": 4, "n_embd": 64}
 
 
 @dataclass(frozen=True)
@@ -110,26 +109,6 @@ SWEEPS = (
     Sweep("head_all_pos", "denoise", (("z", "all"),)),
     Sweep("noise_attn_mlp_layer", "noise", (("attn_out", "all"), ("mlp_out", "all"))),
 )
-
-
-# --- the model -------------------------------------------------------------------------
-
-
-def boot_bridge(folder: Path, tokenizer: Any) -> Any:
-    """TransformerLens's view of the saved model, built without the hub.
-
-    ``boot_transformers`` with ``hf_model=`` reuses that model's config instead of
-    fetching one; the default (non-compatibility) mode keeps the raw HF weights, so its
-    activations are the HF model's.
-    """
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM
-
-    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf, tokenizer=tokenizer)
-    return bridge.eval()
 
 
 # --- the three methods -----------------------------------------------------------------
@@ -292,42 +271,6 @@ def timed(fn: Callable[[], torch.Tensor]) -> float:
 # --- reporting -------------------------------------------------------------------------
 
 
-def environment(threads: int) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "not installed"
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    engine_hash = hashlib.sha256()
-    for path in sorted((REPO / "src" / "patchsweep" / "engine").glob("*.py")):
-        engine_hash.update(path.read_bytes())
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": installed("transformers"),
-        "nnsight": installed("nnsight"),
-        "transformer_lens": installed("transformer-lens"),
-        "torch_threads": threads,
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "cpu_model": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        # The engine changes under active development; this names the version measured.
-        "engine_sha256": engine_hash.hexdigest()[:16],
-    }
-
-
 def summarise(
     sweep: Sweep,
     n_patches: int,
@@ -449,15 +392,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if args.threads > 1 and load + args.threads > cores + 0.5:
-        # A torch thread that the OS deschedules stalls every parallel op's barrier: on a
-        # busy 2-core machine one GPT-2 forward went from 0.09 s (1 thread) to 1.7 s (2).
-        print(
-            f"warning: load average {load:.1f} on {cores} cores; {args.threads} torch threads "
-            "will contend with other jobs and time mostly waiting (try --threads 1)",
-            file=sys.stderr,
-        )
+    warn_if_busy(args.threads)
     output = args.output or RESULTS / ("patching-quick.json" if args.quick else "patching.json")
     shape = QUICK_SHAPE if args.quick else FULL_SHAPE
     cfg = default_config(EngineConfig, "engine")
