@@ -43,7 +43,8 @@ def test_merged_shards_give_the_patch_stages_table(project, sweep):
     patch.run(EXP, sweep)  # the same sweep, whole (compose kept its config)
     whole = pd.read_csv(EXP.patch(sweep))
     pd.testing.assert_frame_equal(merged.drop(columns="metric"), whole.drop(columns="metric"))
-    scale = float(np.abs(whole["metric"]).max())  # float32 rounding: see test_shards.py
+    # float32 rounding: see tests/pipeline/test_shards_in_dvc.py
+    scale = float(np.abs(whole["metric"]).max())
     np.testing.assert_allclose(merged["metric"], whole["metric"], rtol=0, atol=2**-20 * scale)
 
 

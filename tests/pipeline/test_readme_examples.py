@@ -374,10 +374,10 @@ RUN = {
 
 QUEUE = "needs a git repository with DVC's state and a queue worker, and minutes"
 SHARDS = (
-    "needs a git repository with DVC's state, and minutes; tests/pipeline/test_shards.py "
+    "needs a git repository with DVC's state, and minutes; tests/pipeline/test_shards_in_dvc.py "
     "runs the same commands on a scratch repository"
 )
-SLURM = "needs a SLURM cluster; the job's command is run by tests/pipeline/test_shards.py"
+SLURM = "needs a SLURM cluster; the job's command is run by tests/pipeline/test_shards_in_dvc.py"
 SKIP = {
     "make repro": "installs .venv and runs every DVC stage of the project: about 17 minutes; "
     "tests/pipeline/test_make_repro.py runs the target on a scratch pipeline",
@@ -388,7 +388,7 @@ SKIP = {
     "dvc queue status && patchsweep exps": "reads the queue and experiments of a DVC "
     "repository with experiments run; tests/pipeline/test_exp_show.py runs patchsweep exps",
     "dvc exp apply <name>": "a placeholder for an experiment's name, from a run queue",
-    # sharded sweeps: tests/pipeline/test_shards.py runs these on a scratch DVC repo around
+    # sharded sweeps: tests/pipeline/test_shards_in_dvc.py runs these on a scratch DVC repo around
     # the organism (its dataset `few`, its sweep resid_layer_pos), with CPU workers
     "dvc repro capture@organism-ioi": SHARDS,
     "dvc --wait-for-lock repro -s patch_shard@organism-ioi-head_pos-0 &": SHARDS,
