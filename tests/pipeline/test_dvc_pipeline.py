@@ -40,8 +40,14 @@ def repro(cwd: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_gpt2_dir) -> Path:
+    """The scratch pipeline after its first `dvc repro`. Figures are PNG only: no claim
+    here is about PDFs, which take the plot stage 2 s of font subsetting on each of its
+    nine runs; the stages' PDFs are checked by test_determinism and test_stage_logging."""
     root = make_dvc_repo(
-        tmp_path_factory.mktemp("pipeline"), tiny_gpt2_dir, ["resid_layer_pos", "head"]
+        tmp_path_factory.mktemp("pipeline"),
+        tiny_gpt2_dir,
+        ["resid_layer_pos", "head"],
+        formats=["png"],
     )
     ran = repro(root)
     assert {"capture@tiny-tiny", "patch@tiny-tiny-head", "plot@tiny-other"} <= ran
