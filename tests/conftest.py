@@ -79,6 +79,19 @@ def save_tiny_gpt2(folder: Path, n_layer: int = 2, n_head: int = 4, n_embd: int 
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The tests' models are toy-sized: a second intra-op thread gains nothing, and when
+    the other core is busy every op waits for the descheduled thread. Measured on the
+    2-core machine with one other process running: the one-pass-per-patch reference of a
+    head sweep on the organism took 59 s of CPU with 2 threads, 6 s with 1. Only this
+    process: the stages the tests start as subprocesses keep torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory) -> Path:
     return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))

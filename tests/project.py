@@ -148,14 +148,26 @@ def run_and_fail(step, capsys, *args) -> str:
 
 
 def make_dvc_repo(
-    root: Path, model_dir: Path, sweeps: list[str], stages: list[str] | None = None
+    root: Path,
+    model_dir: Path,
+    sweeps: list[str],
+    stages: list[str] | None = None,
+    formats: list[str] | None = None,
 ) -> Path:
     """A git + DVC repo at ``root`` (created): the project's dvc.yaml (only ``stages``, if
     given), src/ and DVC Hydra settings around a copy of the tiny model, with
-    datasets ``tiny`` and ``other``; everything committed."""
+    datasets ``tiny`` and ``other``; everything committed. ``formats``: the figure formats
+    of conf/plot/default.yaml, if not the project's (PNG and PDF)."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, root / "data" / "models" / "tiny")
     make_project(root, Path("data/models/tiny"))
+    if formats is not None:
+        plot = root / "conf" / "plot" / "default.yaml"
+        text = plot.read_text()
+        assert "\nformats: [png, pdf]\n" in text, f"no figure formats line in {plot}"
+        plot.write_text(
+            text.replace("\nformats: [png, pdf]\n", f"\nformats: [{', '.join(formats)}]\n")
+        )
     write_dataset(root, [TINY_PAIRS[1]], name="other")
     write_params(root, ["tiny"], ["tiny", "other"], sweeps)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,6 +1,7 @@
 """The method's definition, written independently of the engine: one forward pass per
-patch, plain PyTorch hooks on the Hugging Face model, the source activation recomputed
-from the source prompt every time. Slow and obviously right; tests compare against it."""
+patch, plain PyTorch hooks on the Hugging Face model, the source activation taken from
+the source prompt's own plain run (never from the engine's captures). Slow and obviously
+right; tests compare against it."""
 
 from __future__ import annotations
 
@@ -52,16 +53,23 @@ def patched_logits(
     source: torch.Tensor,
     window: int = 1,
     read_at: torch.Tensor | None = None,
+    sources: dict[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Final-position logits of ``target`` with one site taken from ``source``'s run.
 
     ``n_heads`` is the head count of this component (the key/value heads for k and v);
     ``window`` patches the same site in ``window`` consecutive layers from ``layer`` on;
-    ``read_at`` (K,) returns the logits at those positions instead, (K, V).
+    ``read_at`` (K,) returns the logits at those positions instead, (K, V). ``sources``
+    keeps ``source``'s activations by layer for the next site of the same ``source`` and
+    ``component`` (an unpatched run: the same whichever site is patched).
     """
     handles = []
     for at in range(layer, min(layer + window, hf.config.num_hidden_layers)):
-        src = _activation(hf, arch, component, at, source)
+        src = None if sources is None else sources.get(at)
+        if src is None:
+            src = _activation(hf, arch, component, at, source)
+            if sources is not None:
+                sources[at] = src
         module, point = _hook_module(hf, arch, component, at)
         handles.append(_install(module, point, src, n_heads, head, position))
     try:
@@ -103,14 +111,18 @@ def _gpt2_attention(hf, on_pattern):
             module.forward = forward
 
 
-def patched_pattern_logits(hf, layer, head, position, target, source, window=1, read_at=None):
+def patched_pattern_logits(
+    hf, layer, head, position, target, source, window=1, read_at=None, sources=None
+):
     """As :func:`patched_logits`, for a head's attention pattern (GPT-2 only): the
-    query row ``position`` (every row if −1) of ``head`` taken from ``source``'s run."""
+    query row ``position`` (every row if −1) of ``head`` taken from ``source``'s run.
+    ``sources`` keeps that run's patterns (every layer) for the next site."""
     layers = range(layer, min(layer + window, hf.config.num_hidden_layers))
-    seen = {}
-    record = _gpt2_attention(hf, lambda at, pattern: seen.setdefault(at, pattern.clone()))
-    with record, torch.no_grad():
-        hf(source.unsqueeze(0))
+    seen = {} if sources is None else sources
+    if not seen:
+        record = _gpt2_attention(hf, lambda at, pattern: seen.setdefault(at, pattern.clone()))
+        with record, torch.no_grad():
+            hf(source.unsqueeze(0))
     rows = slice(None) if position < 0 else position
 
     def overwrite(at, pattern):
@@ -168,11 +180,15 @@ def reference_sweep(
 
     The metric is the logit difference unless given; with score positions in ``pairs``
     it gets the logits at those positions, (1, K, V), and each position's next token.
+    The source activations come from the source prompt's own unpatched run, once per
+    prompt and layer (not from the engine's captured runs).
     """
     from patchsweep.metrics import logit_diff
 
     metric = metric or logit_diff
     out = torch.empty(len(sites), pairs.n_pairs)
+    # the source run's activations (patterns) of each prompt, by layer
+    sources: list[dict] = [{} for _ in range(pairs.n_pairs)]
     for s in range(len(sites)):
         for i in range(pairs.n_pairs):
             n = int(pairs.lengths[i])
@@ -186,12 +202,13 @@ def reference_sweep(
             site = int(sites.layers[s]), int(sites.heads[s]), int(sites.positions[s, i])
             if component == "pattern":
                 logits = patched_pattern_logits(
-                    model.hf, *site, target, source, window=window, read_at=scored
-                )
+                    model.hf, *site, target, source, window=window, read_at=scored,
+                    sources=sources[i],
+                )  # fmt: skip
             else:
                 logits = patched_logits(
                     model.hf, model.arch, model.dims.heads_of(component), component,
-                    *site, target, source, window=window, read_at=scored,
+                    *site, target, source, window=window, read_at=scored, sources=sources[i],
                 )  # fmt: skip
             out[s, i] = metric(logits[None], correct, incorrect)[0]
     return out

@@ -1,15 +1,29 @@
 """The DVC pipeline end to end in a scratch git repo: `dvc repro` reruns exactly the
 stages an edit affects — a plot key only plot, a stats key normalize and plot, one sweep's
 layers only that sweep's patch and its readers, one dataset's prompt only that dataset's
-chain, nothing when nothing changed."""
+chain, nothing when nothing changed.
+
+The activations are stored once: `dvc repro` links each activation file to its object
+in DVC's cache (``cache.type`` in .dvc/config) instead of copying it, read-only so that
+no write can reach the cache through the link, and a rerun after an input change leaves
+the cache's earlier objects as they were.
+
+The tests share one scratch pipeline (a full `dvc repro` of two experiments costs about a
+minute) and run in the order they are written: each edit builds on the state the tests
+before it left.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 import pytest
-from project import REPO, make_dvc_repo, sh
+import yaml
+from project import REPO, files_under, make_dvc_repo, sh
+
+DATASETS = ("tiny", "other")  # the two experiments of make_dvc_repo
 
 
 def repro(cwd: Path) -> set[str]:
@@ -26,12 +40,105 @@ def repro(cwd: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory, tiny_gpt2_dir) -> Path:
+    """The scratch pipeline after its first `dvc repro`. Figures are PNG only: no claim
+    here is about PDFs, which take the plot stage 2 s of font subsetting on each of its
+    nine runs; the stages' PDFs are checked by test_determinism and test_stage_logging."""
     root = make_dvc_repo(
-        tmp_path_factory.mktemp("pipeline"), tiny_gpt2_dir, ["resid_layer_pos", "head"]
+        tmp_path_factory.mktemp("pipeline"),
+        tiny_gpt2_dir,
+        ["resid_layer_pos", "head"],
+        formats=["png"],
     )
     ran = repro(root)
     assert {"capture@tiny-tiny", "patch@tiny-tiny-head", "plot@tiny-other"} <= ran
     return root
+
+
+# --- activations stored once: links to DVC's cache ---------------------------------------
+
+
+def activation_files(root: Path) -> list[Path]:
+    files = [p for d in DATASETS for p in files_under(root / f"data/cache/tiny/{d}/activations")]
+    return [p for p in files if p.suffix == ".safetensors"]
+
+
+def cache_objects(root: Path) -> dict[tuple[int, int], Path]:
+    """DVC's cache objects (``.dvc/cache/files/md5/ab/cdef…``) by (device, inode)."""
+    objects = {}
+    for path in files_under(root / ".dvc" / "cache" / "files" / "md5"):
+        status = path.stat()
+        objects[status.st_dev, status.st_ino] = path
+    return objects
+
+
+def data_cache_objects(root: Path) -> list[Path]:
+    """DVC's cache objects of the outputs under data/cache (tokens, activations, logits,
+    patch tables), found by their md5 in dvc.lock. The outputs of normalize and plot
+    (results/) are not counted: the plot stage's figures/ is a folder output, whose files
+    DVC keeps as copies by design (.dvc/config)."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    md5s = {
+        out["md5"]
+        for stage in lock["stages"].values()
+        for out in stage.get("outs", [])
+        if out["path"].startswith("data/cache/")
+    }
+    folder = root / ".dvc" / "cache" / "files" / "md5"
+    objects = [folder / md5[:2] / md5[2:] for md5 in sorted(md5s)]
+    assert all(p.is_file() for p in objects), "dvc.lock names an object not in the cache"
+    return objects
+
+
+def object_md5(path: Path) -> str:
+    """The md5 a cache object's path names: its folder (2 digits) and its file name."""
+    return path.parent.name + path.name
+
+
+def stored_bytes(*paths: Path) -> int:
+    """Bytes the files below ``paths`` (folders) or the ``paths`` themselves (files) take,
+    a hard-linked file once (as ``du`` counts)."""
+    sizes = {}
+    for path in paths:
+        for file in [path] if path.is_file() else files_under(path):
+            status = file.stat()
+            sizes[status.st_dev, status.st_ino] = status.st_size
+    return sum(sizes.values())
+
+
+def reflinks_work(folder: Path) -> bool:
+    """Whether ``folder``'s file system clones files (btrfs, XFS, APFS): DVC then gives
+    each output a copy-on-write clone, which shares blocks, not an inode."""
+    from dvc_objects.fs.system import reflink
+
+    source, clone = folder / ".reflink-probe", folder / ".reflink-probe.clone"
+    source.write_bytes(b"probe")
+    try:
+        reflink(str(source), str(clone))
+    except OSError:
+        return False
+    finally:
+        source.unlink()
+        clone.unlink(missing_ok=True)
+    return True
+
+
+@pytest.fixture(scope="module")
+def hard_links(pipeline) -> None:
+    """Skip a test of hard links where the outputs are reflinks."""
+    if reflinks_work(pipeline):
+        pytest.skip("outputs are reflinks here (shared blocks, not inodes): nothing to count")
+
+
+def assert_linked(root: Path) -> None:
+    """Each activation file is a read-only hard link to an object in DVC's cache."""
+    activations = activation_files(root)
+    assert len(activations) == 2 * len(DATASETS), activations  # clean and corrupted each
+    objects = cache_objects(root)
+    for path in activations:
+        status = path.stat()
+        assert status.st_nlink >= 2, f"{path} is a copy, not a link to DVC's cache"
+        assert (status.st_dev, status.st_ino) in objects, f"{path} links to no cache object"
+        assert not status.st_mode & 0o222, f"{path} is writable: a write would reach the cache"
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -46,6 +153,25 @@ def test_first_run_writes_results(pipeline):
         assert (results / "results.csv").is_file()
         assert (results / "baselines.json").is_file()
         assert (results / "figures" / "head.png").is_file()
+
+
+def test_activations_are_read_only_links_to_the_cache(pipeline, hard_links):
+    assert_linked(pipeline)
+
+
+def test_the_cache_adds_no_second_copy(pipeline, hard_links):
+    """data/cache and the DVC cache objects of its outputs together hold the activations
+    once: what the objects add beyond data/cache stays under a fifth of the activations (a
+    copy would add all of them). The run cache (``.dvc/cache/runs``, a few KB of lock
+    entries per stage run) is left out: it is no output data, and on the tiny model it is
+    a tenth of it. Checked before any edit, while every object is the current output's."""
+    activations = sum(p.stat().st_size for p in activation_files(pipeline))
+    outputs = stored_bytes(pipeline / "data" / "cache")
+    total = stored_bytes(pipeline / "data" / "cache", *data_cache_objects(pipeline))
+    assert total - outputs <= 0.2 * activations, (
+        f"DVC's cache adds {total - outputs} bytes to data/cache's {outputs}, "
+        f"of which {activations} are activations"
+    )
 
 
 def test_nothing_changed_runs_nothing(pipeline):
@@ -76,8 +202,6 @@ def test_stats_setting_reruns_normalize_and_plot(pipeline):
     edit(stats, "\nnormalization: per_prompt\n", "\nnormalization: dataset\n")
     ran = repro(pipeline)
     assert ran == {f"{s}@tiny-{d}" for s in ("normalize", "plot") for d in ("tiny", "other")}
-    edit(stats, "\nnormalization: dataset\n", "\nnormalization: per_prompt\n")
-    sh(pipeline, "dvc", "repro")  # back to the default, for the tests after this one
 
 
 def test_layer_range_reruns_only_that_sweep_and_its_readers(pipeline):
@@ -92,9 +216,24 @@ def test_layer_range_reruns_only_that_sweep_and_its_readers(pipeline):
     assert ran == expected
 
 
-def test_prompt_edit_reruns_only_that_datasets_chain(pipeline):
+@pytest.fixture(scope="module")
+def prompt_edit(pipeline) -> tuple[set[str], dict[Path, Path] | None]:
+    """Edit the prompt of dataset ``other`` and run `dvc repro` once. Returns the stages
+    it ran and, where outputs are hard links, the cache object each activation file was
+    linked to before the edit."""
+    before = None
+    if not reflinks_work(pipeline):
+        objects = cache_objects(pipeline)
+        before = {}
+        for path in activation_files(pipeline):
+            status = path.stat()
+            before[path] = objects[status.st_dev, status.st_ino]
     edit(pipeline / "conf" / "dataset" / "other.yaml", "park", "store")
-    ran = repro(pipeline)
+    return repro(pipeline), before
+
+
+def test_prompt_edit_reruns_only_that_datasets_chain(prompt_edit):
+    ran, _ = prompt_edit
     assert ran == {
         "tokenize@tiny-other",
         "capture@tiny-other",
@@ -103,6 +242,24 @@ def test_prompt_edit_reruns_only_that_datasets_chain(pipeline):
         "normalize@tiny-other",
         "plot@tiny-other",
     }
+
+
+def test_rerun_after_an_input_change_leaves_the_old_objects_intact(
+    pipeline, prompt_edit, hard_links
+):
+    """DVC removes a stage's outputs before it runs it and capture renames new files into
+    place, so no byte is written through a link into a cache object."""
+    ran, before = prompt_edit
+    assert "capture@tiny-other" in ran and "capture@tiny-tiny" not in ran
+    changed = 0
+    for path, old in before.items():
+        assert old.is_file(), f"the cache lost {old}, {path} before the rerun"
+        assert hashlib.md5(old.read_bytes()).hexdigest() == object_md5(old), (
+            f"{old} ({path} before the rerun) was written in place through a link"
+        )
+        changed += path.stat().st_ino != old.stat().st_ino
+    assert changed == 2  # other's clean and corrupted activations are new files
+    assert_linked(pipeline)  # the new files too
 
 
 def test_setting_a_value_back_restores_from_the_run_cache(pipeline):

@@ -60,8 +60,12 @@ def results(root: Path) -> str:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_gpt2_dir) -> Path:
     """One experiment whose prompts come from prompts/tiny.csv, whose model lives in
-    models/tiny/ (outside data/models/), scored by the module mymetrics.py."""
-    root = make_dvc_repo(tmp_path_factory.mktemp("stale"), tiny_gpt2_dir, ["resid_layer_pos"])
+    models/tiny/ (outside data/models/), scored by the module mymetrics.py. Figures are
+    PNG only: the claims here are about which stages rerun, and PDFs add 2 s of font
+    subsetting to every plot run (test_determinism and test_stage_logging check them)."""
+    root = make_dvc_repo(
+        tmp_path_factory.mktemp("stale"), tiny_gpt2_dir, ["resid_layer_pos"], formats=["png"]
+    )
     shutil.move(root / "data" / "models" / "tiny", root / "models" / "tiny")
     (root / "conf" / "model" / "tiny.yaml").write_text(
         yaml.safe_dump({"name": "tiny-gpt2", "path": "models/tiny"})

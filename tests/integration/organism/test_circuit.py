@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import yaml
@@ -21,6 +22,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import patchsweep as ps
+from patchsweep.organism import circuit
 from patchsweep.organism.circuit import (
     ALL,
     CIRCUIT_DATASETS,
@@ -49,9 +51,30 @@ def recorded() -> dict[str, list[CircuitSite]]:
 
 
 @pytest.fixture(scope="module")
-def recomputed(eager) -> dict[str, list[CircuitSite]]:
+def hook_effects(eager) -> dict[str, tuple[dict, dict]]:
+    """``head_position_effects`` of every task on the shipped weights, computed once: a
+    patch of every head at every site, the most expensive step here."""
     model, tokenizer = eager
-    return {task: find_circuit(model, tokenizer, task) for task in TASKS}
+    return {task: head_position_effects(model, tokenizer, task) for task in TASKS}
+
+
+@pytest.fixture(scope="module")
+def recomputed(eager, hook_effects) -> dict[str, list[CircuitSite]]:
+    """``find_circuit`` on the shipped weights. Its call of ``head_position_effects`` (same
+    model, tokenizer and task) is answered from the ``hook_effects`` fixture instead of being
+    computed a second time; everything after it is find_circuit's own code."""
+    model, tokenizer = eager
+    asked = []
+
+    def computed(model_arg, tokenizer_arg, task):
+        assert model_arg is model and tokenizer_arg is tokenizer
+        asked.append(task)
+        return hook_effects[task]
+
+    with mock.patch.object(circuit, "head_position_effects", computed):
+        found = {task: find_circuit(model, tokenizer, task) for task in TASKS}
+    assert asked == list(TASKS)  # find_circuit took its effects from the call it makes
+    return found
 
 
 def test_circuit_datasets_are_the_pipelines(tmp_path):
@@ -85,10 +108,9 @@ def test_card_names_every_site(task, recorded):
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_engine_agrees_with_the_hook_patch(task, eager):
+def test_engine_agrees_with_the_hook_patch(task, hook_effects):
     """The pipeline's engine and the plain-hook patch give the same effect at every site."""
-    model, tokenizer = eager
-    effects, _ = head_position_effects(model, tokenizer, task)
+    effects, _ = hook_effects[task]
     loaded = ps.load_model(MODEL_DIR, name="organism")
     options = dict(CIRCUIT_DATASETS[task])
     n_pairs, seed = options.pop("n_pairs"), options.pop("seed")
