@@ -24,6 +24,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from patchsweep.datasets import generate
+from patchsweep.datasets.base import PromptPair
 from patchsweep.organism.tokenizer import build_tokenizer
 
 
@@ -58,6 +59,10 @@ class TrainConfig:
     bos_prob: float = 0.5  # chance of starting a sequence with <|endoftext|> (TL adds it)
     induction_min_length: int = 3  # shortest repeated sequence in induction examples
     induction_max_length: int = 16  # longest repeated sequence in induction examples
+    # Most unrepeated words before an induction example's first copy (0: none, and no
+    # draw from the data stream). Without a prefix the answer is always halfway along the
+    # sequence, a position a head can find without a previous-token head.
+    induction_max_prefix: int = 0
     num_threads: int = 1  # torch CPU threads; part of the determinism contract
     log_every: int = 250  # steps between loss reports
     task_mix: dict[str, float] = field(default_factory=_default_task_mix)  # batch shares
@@ -96,20 +101,19 @@ def training_texts(cfg: TrainConfig, rng: random.Random) -> dict[str, list[str]]
     for task, n in task_counts(cfg.task_mix, cfg.batch_size).items():
         generator, options = TASK_GENERATORS.get(task, (task, {}))
         if task == "induction":
-            pairs = [
-                generate(
-                    "induction",
-                    1,
-                    rng.randrange(2**32),
-                    split="train",
-                    length=rng.randint(cfg.induction_min_length, cfg.induction_max_length),
-                )[0]
-                for _ in range(n)
-            ]
+            pairs = [induction_example(cfg, rng) for _ in range(n)]
         else:
             pairs = generate(generator, n, rng.randrange(2**32), split="train", **options)
         texts[task] = [pair.clean + rng.choice(pair.correct) for pair in pairs]
     return texts
+
+
+def induction_example(cfg: TrainConfig, rng: random.Random) -> PromptPair:
+    """One induction pair of random length (and random prefix, if configured)."""
+    seed = rng.randrange(2**32)
+    length = rng.randint(cfg.induction_min_length, cfg.induction_max_length)
+    prefix = rng.randint(0, cfg.induction_max_prefix) if cfg.induction_max_prefix else 0
+    return generate("induction", 1, seed, split="train", length=length, prefix=prefix)[0]
 
 
 def encode_batch(

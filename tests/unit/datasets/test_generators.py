@@ -17,7 +17,7 @@ OPTIONS = {
     "ioi": [{}, {"corruption": "abc"}, {"split": "train"}],
     "greater_than": [{}, {"split": "train"}],
     "factual": [{}, {"corruption": "replace"}],
-    "induction": [{}, {"length": 3}, {"length": 12}],
+    "induction": [{}, {"length": 3}, {"length": 12}, {"length": 5, "prefix": 7}],
 }
 CASES = [(name, opts) for name, variants in OPTIONS.items() for opts in variants]
 
@@ -131,6 +131,24 @@ def test_induction_repeats_and_corrupts_the_first_copy():
             assert p.labels["REP2"] == len(" ".join(first)) + 1
 
 
+def test_induction_prefix_comes_first_unrepeated_and_uncorrupted():
+    """A prefix moves the copies along the prompt: without one the answer always sits
+    halfway, a position a head can find without reading the tokens."""
+    for prefix in (1, 4, 20):
+        for p in generate("induction", 50, 7, length=6, prefix=prefix):
+            words, bad = p.clean.split(" "), p.corrupted.split(" ")
+            before, first, second = words[:prefix], words[prefix : prefix + 6], words[prefix + 6 :]
+            assert len(words) == prefix + 11 and second == first[:-1]
+            assert not set(before) & set(first) and len(set(before)) == prefix
+            assert bad[:prefix] == before and bad[prefix + 6 :] == second
+            assert not set(bad[prefix : prefix + 6]) & set(first)
+            assert _word_at(p.clean, p.labels["REP1"]) == first[0]
+            assert _word_at(p.clean, p.labels["ANSWER1"]) == first[-1]
+            assert _word_at(p.clean, p.labels["CURRENT1"]) == words[-1]
+            assert _word_at(p.clean, p.labels["REP2"]) == first[0]
+    assert generate("induction", 5, 3, length=4, prefix=0) == generate("induction", 5, 3, length=4)
+
+
 def test_bad_options_raise():
     with pytest.raises(ValueError, match="corruption"):
         generate("factual", 1, 0, corruption="swap")
@@ -138,5 +156,9 @@ def test_bad_options_raise():
         generate("factual", 1, 0, relations=["colour"])
     with pytest.raises(ValueError, match="length"):
         generate("induction", 1, 0, length=1)
+    with pytest.raises(ValueError, match="length"):
+        generate("induction", 1, 0, length=70, prefix=20)  # the pool has too few words
+    with pytest.raises(ValueError, match="prefix"):
+        generate("induction", 1, 0, prefix=-1)
     with pytest.raises(ValueError, match="split"):
         generate("greater_than", 1, 0, split="dev")
