@@ -174,7 +174,8 @@ def make_dvc_repo(
     dvc_yaml = yaml.safe_load((REPO / "dvc.yaml").read_text())
     del dvc_yaml["stages"]["train_organism"]  # the tiny model is not trained here
     if stages is not None:
-        dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in stages}
+        keep = {"code", *stages}  # every stage depends on the code stage's fingerprints
+        dvc_yaml["stages"] = {k: v for k, v in dvc_yaml["stages"].items() if k in keep}
     (root / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
     init_repo(root)
     return root

@@ -14,6 +14,9 @@ from pathlib import Path
 from patchsweep.errors import ConfigError
 
 RUNS = ("clean", "corrupted")
+# Each stage's code fingerprint, <stage>.json (patchsweep.stages.code), relative to the
+# repository root; dvc.yaml names each stage's own.
+CODE_FINGERPRINTS = Path("data") / "code"
 # Names that become folder or file names (models, datasets, sweeps): one plain word.
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -1,152 +1,123 @@
-"""Every project module a stage imports is one of its DVC deps, and no other is.
+"""Every stage reruns when a project module it imports changes, and only then.
 
-A stage's code deps are derived here from what it actually imports: the transitive
-closure of ``patchsweep`` imports (read from the source, so imports inside functions
-count too) of the module ``dvc.yaml`` runs (``python -m patchsweep.stages.<name>``).
-An edit to any module in the closure must rerun the stage (else its results go stale);
-an edit to a module outside it must not (else every docstring fix reruns every sweep).
-Package folders stand for all their modules, so a folder dep is right only when the
-stage imports every module in it.
+Each ``dvc.yaml`` stage depends on its code fingerprint, ``data/code/<module>.json``,
+written by the ``code`` stage (:mod:`patchsweep.stages.code`) from the stage module's
+import closure (:mod:`patchsweep.code_closure`). Here: the wiring in ``dvc.yaml``, and the
+closure against the standard library's :class:`modulefinder.ModuleFinder`, which finds
+imports by scanning the compiled bytecode (functions' too) rather than the syntax tree.
+The DVC pipeline test edits modules and sees exactly the importing stages rerun.
 """
 
 from __future__ import annotations
 
 import ast
+import modulefinder
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from patchsweep.code_closure import import_closure, module_file
+from patchsweep.stages.code import fingerprint, stage_names
+
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def module_file(name: str) -> Path | None:
-    """The source file of a ``patchsweep`` module or package, if it exists."""
-    base = SRC.joinpath(*name.split("."))
-    for candidate in (base / "__init__.py", base.with_suffix(".py")):
-        if candidate.is_file():
-            return candidate
-    return None
+def dep_paths(stage: dict) -> list[str]:
+    return [next(iter(d)) if isinstance(d, dict) else d for d in stage.get("deps", [])]
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(SRC).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def stage_module(stage: dict) -> str:
+    found = re.search(r"python -m patchsweep\.stages\.(\w+)", stage["cmd"])
+    assert found, f"`{stage['cmd']}` does not run a patchsweep.stages module"
+    return found.group(1)
 
 
-def _type_checking_only(node: ast.AST) -> bool:
-    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+@pytest.mark.parametrize("name", sorted(n for n in STAGES if n != "code"))
+def test_stage_depends_on_its_own_fingerprint_and_no_source_file(name):
+    deps = dep_paths(STAGES[name])
+    assert f"data/code/{stage_module(STAGES[name])}.json" in deps
+    assert [d for d in deps if d.startswith("src")] == []
 
 
-def imported_names(path: Path, package: str) -> set[str]:
-    """Every ``patchsweep…`` name an import statement in ``path`` reaches (relative
-    imports resolved; ``if TYPE_CHECKING:`` blocks skipped: they never run)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(n) for block in ast.walk(tree) if _type_checking_only(block)
-               for n in ast.walk(block)}  # fmt: skip
+def test_code_stage_fingerprints_every_stage_and_depends_on_all_source():
+    code = STAGES["code"]
+    assert dep_paths(code) == ["src/patchsweep"]
+    outs = {next(iter(o)) for o in code["outs"]}
+    assert outs == {f"data/code/{name}.json" for name in stage_names(SRC)}
+    assert all(o[next(iter(o))] == {"cache": False} for o in code["outs"])
+    assert {stage_module(s) for n, s in STAGES.items() if n != "code"} == set(stage_names(SRC))
+
+
+def type_checking_imports(path: Path) -> set[str]:
+    """Module names imported under ``if TYPE_CHECKING:`` in ``path``."""
     names: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            names.add(base)
-            names |= {f"{base}.{alias.name}" for alias in node.names}
-    return {n for n in names if n.split(".")[0] == "patchsweep"}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.ImportFrom) and inner.module:
+                    names.add(inner.module)
+                elif isinstance(inner, ast.Import):
+                    names |= {alias.name for alias in inner.names}
+    return names
 
 
-def import_closure(script: Path) -> set[Path]:
-    """The project source files that running ``script`` can import."""
-    seen: set[Path] = set()
-    todo = [(script, "")]
-    while todo:
-        path, name = todo.pop()
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for imported in imported_names(path, package):
-            parts = imported.split(".")
-            for i in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-                found = module_file(".".join(parts[:i]))
-                if found is not None and found not in seen:
-                    seen.add(found)
-                    todo.append((found, module_name(found)))
-    return seen
+def found_by_modulefinder(module: str) -> set[str]:
+    """The project modules ``python -m <module>`` can import, by ModuleFinder."""
+    finder = modulefinder.ModuleFinder(path=[str(SRC)])
+    finder.import_hook(module)  # its packages first, as `import` and `python -m` do
+    return {n for n in finder.modules if n.split(".")[0] == "patchsweep"}
 
 
-def stage_modules() -> dict[str, tuple[Path, set[Path], list[Path]]]:
-    """Each dvc.yaml stage: the module its command runs, what running it imports, and
-    its deps. ``python -m a.b.c`` imports the packages ``a`` and ``a.b`` first."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    found = {}
-    for name, stage in stages.items():
-        module = re.search(r"python -m (patchsweep\.stages\.\w+)", stage["cmd"])
-        assert module, f"stage {name}: `{stage['cmd']}` does not run a patchsweep.stages module"
-        parts = module.group(1).split(".")
-        script = module_file(module.group(1))
-        assert script is not None, f"stage {name}: no module {module.group(1)}"
-        packages = {module_file(".".join(parts[:i])) for i in range(1, len(parts))}
-        closure = {script, *packages} | set().union(*map(import_closure, [script, *packages]))
-        deps = [REPO / next(iter(d)) if isinstance(d, dict) else REPO / d for d in stage["deps"]]
-        found[name] = (script, closure, deps)
-    return found
+@pytest.mark.parametrize("stage", stage_names(SRC))
+def test_closure_is_what_modulefinder_finds_but_type_checking_imports(stage):
+    """ModuleFinder also follows imports under ``if TYPE_CHECKING:`` (they are in the
+    bytecode, behind a test that is false at run time): what it finds beyond the closure
+    must be reachable from such an import."""
+    module = f"patchsweep.stages.{stage}"
+    closure = import_closure(SRC, module)
+    found = found_by_modulefinder(module)
+    assert closure <= {module_file(SRC, n) for n in found}
+    typing_only = {
+        n for f in closure for n in type_checking_imports(f) if n.split(".")[0] == "patchsweep"
+    }
+    reachable = set().union(*map(found_by_modulefinder, typing_only))
+    extra = {n for n in found if module_file(SRC, n) not in closure}
+    assert extra <= reachable, f"{stage} imports {sorted(extra - reachable)}, not fingerprinted"
 
 
-def uncovered(closure: set[Path], deps: list[Path]) -> list[str]:
-    """Modules of the closure that no dep (a file, or a folder above it) covers."""
-    return sorted(
-        str(f.relative_to(REPO)) for f in closure
-        if not any(f == d or d in f.parents for d in deps)
-    )  # fmt: skip
-
-
-def needless(closure: set[Path], deps: list[Path]) -> list[str]:
-    """Code deps (under src/) holding a module the stage never imports."""
-    wasted = []
-    for dep in deps:
-        if SRC not in dep.parents:
-            continue
-        files = sorted(dep.rglob("*.py")) if dep.is_dir() else [dep]
-        wasted += [str(f.relative_to(REPO)) for f in files if f not in closure]
-    return sorted(wasted)
-
-
-STAGES = stage_modules()
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_depends_on_every_module_it_imports(stage):
-    _, closure, deps = STAGES[stage]
-    missing = uncovered(closure, deps)
-    assert missing == [], f"dvc.yaml stage {stage} imports but does not depend on {missing}"
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_depends_on_no_module_it_does_not_import(stage):
-    _, closure, deps = STAGES[stage]
-    extra = needless(closure, deps)
-    assert extra == [], f"dvc.yaml stage {stage} depends on {extra} but never imports them"
+def test_fingerprint_lists_the_closure_with_content_hashes():
+    printed = fingerprint(SRC, "plot")
+    assert printed["module"] == "patchsweep.stages.plot"
+    files = printed["files"]
+    assert "src/patchsweep/plotting/style.py" in files
+    assert "src/patchsweep/engine/sweep.py" not in files  # plot never runs the engine
+    assert all(str(h).startswith("sha256:") for h in files.values())
 
 
 def test_closure_follows_imports_inside_functions_and_packages(tmp_path):
-    """The check itself: a lazy import counts, a TYPE_CHECKING one does not, and
-    importing a submodule pulls in its package's __init__."""
-    script = tmp_path / "stage.py"
-    script.write_text(
+    """A lazy import counts, a TYPE_CHECKING one does not, and importing a submodule
+    pulls in its package's __init__ (and what that imports)."""
+    package = tmp_path / "patchsweep"
+    (package / "plotting").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text("")
+    (package / "unused.py").write_text("")
+    (package / "plotting" / "__init__.py").write_text("from patchsweep import unused\n")
+    (package / "plotting" / "style.py").write_text("")
+    (package / "stage.py").write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from patchsweep.models import LoadedModel\n"
         "def run():\n    from patchsweep.plotting.style import PlotStyle\n"
     )
-    closure = import_closure(script)
-    assert SRC / "patchsweep" / "plotting" / "__init__.py" in closure
-    assert SRC / "patchsweep" / "plotting" / "style.py" in closure
-    assert SRC / "patchsweep" / "models.py" not in closure
-    deps = [script, SRC / "patchsweep" / "plotting"]
-    assert uncovered(closure, deps)  # io.py and errors.py (imported by style) are missing
-    assert uncovered(closure, [*deps, SRC / "patchsweep"]) == []
-    assert needless(closure, [*deps, SRC / "patchsweep"])  # the whole package is too much
+    closure = import_closure(tmp_path, "patchsweep.stage")
+    assert {p.relative_to(tmp_path).as_posix() for p in closure} == {
+        "patchsweep/__init__.py",
+        "patchsweep/stage.py",
+        "patchsweep/plotting/__init__.py",
+        "patchsweep/plotting/style.py",
+        "patchsweep/unused.py",
+    }

@@ -1,7 +1,7 @@
 """The DVC pipeline end to end in a scratch git repo: `dvc repro` reruns exactly the
 stages an edit affects — a plot key only plot, a stats key normalize and plot, one sweep's
 layers only that sweep's patch and its readers, one dataset's prompt only that dataset's
-chain, nothing when nothing changed.
+chain, an edited module exactly the stages that import it, nothing when nothing changed.
 
 The activations are stored once: `dvc repro` links each activation file to its object
 in DVC's cache (``cache.type`` in .dvc/config) instead of copying it, read-only so that
@@ -214,6 +214,18 @@ def test_layer_range_reruns_only_that_sweep_and_its_readers(pipeline):
     expected = {f"{stage}@tiny-{d}" for stage in ("normalize", "plot") for d in ("tiny", "other")}
     expected |= {"patch@tiny-tiny-head", "patch@tiny-other-head"}
     assert ran == expected
+
+
+def test_code_edit_reruns_exactly_the_stages_that_import_it(pipeline):
+    """Stages depend on their code through data/code/<stage>.json: an edit to a module
+    only plot imports reruns the code stage and plot; one no stage imports, only code."""
+    for module in ("plotting/style.py", "api.py"):
+        path = pipeline / "src" / "patchsweep" / module
+        path.write_text(path.read_text() + "# an edit\n")
+    assert repro(pipeline) == {"code", "plot@tiny-tiny", "plot@tiny-other"}
+    path = pipeline / "src" / "patchsweep" / "summary.py"
+    path.write_text(path.read_text() + "# an edit\n")
+    assert repro(pipeline) == {"code"}
 
 
 @pytest.fixture(scope="module")
