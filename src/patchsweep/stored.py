@@ -55,9 +55,7 @@ def load_activations(
     ``dtype``), whatever dtype they were stored in.
     """
     path = exp.activations(run)
-    meta = read_meta(path)
-    check_dtypes(path, meta, expected)
-    check_meta(path, meta, {**expected, "run": run})
+    meta = check_captured(path, {**expected, "run": run})
     if only is not None:
         required = keys or []
         keys = [*required, *(k for k in only if k in stored_keys(path) and k not in required)]
@@ -78,6 +76,15 @@ def load_activations(
                 "delete it and run `dvc repro`",
             )
     return {k: v.to(model) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def check_captured(path: Path, expected: dict[str, Any]) -> dict[str, Any]:
+    """A captured file's metadata, refused unless it matches ``expected`` (dtypes first,
+    for their own messages); returned for the caller's use."""
+    meta = read_meta(path)
+    check_dtypes(path, meta, expected)
+    check_meta(path, meta, expected)
+    return meta
 
 
 def check_dtypes(path: Path, meta: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -12,9 +12,9 @@ from patchsweep.config import Config
 from patchsweep.engine.inputs import source_and_target
 from patchsweep.engine.sweep import Runs, stored_key
 from patchsweep.errors import ConfigError
-from patchsweep.io import check_meta, read_meta, read_tensors
+from patchsweep.io import read_tensors
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import expected_meta, load_activations
+from patchsweep.stored import check_captured, expected_meta, load_activations
 
 
 def load_sweep_runs(
@@ -43,7 +43,7 @@ def load_sweep_runs(
         )
     storage = cfg.capture.storage_dtype
     expected = expected_meta(model, tokens_hash, storage)
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
+    check_captured(exp.final_logits, expected)
     source_run, target_run = source_and_target(sweep.direction)
     noise = ["embed_delta"]
     return Runs(

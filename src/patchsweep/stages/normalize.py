@@ -29,7 +29,7 @@ from patchsweep.io import (
 from patchsweep.models import load_model
 from patchsweep.normalize import results_tables
 from patchsweep.paths import RUNS, ExperimentPaths
-from patchsweep.stored import expected_meta, load_activations, load_tokenized
+from patchsweep.stored import check_captured, expected_meta, load_activations, load_tokenized
 from patchsweep.tokenize import TokenizedPairs
 from patchsweep.validity import check_validity
 
@@ -101,7 +101,7 @@ def _validity(
     model = load_model(cfg.model)
     storage = cfg.capture.storage_dtype
     expected = expected_meta(model.identity(), token_hash, storage)
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
+    check_captured(exp.final_logits, expected)
     stored = {
         run: load_activations(exp, run, None, expected, only=["resid", "embed_delta"])
         for run in RUNS
