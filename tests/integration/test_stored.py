@@ -98,5 +98,5 @@ class TestRefused:
         exp.activations(RUNS[0]).parent.mkdir(parents=True)
         meta = {**expected, "run": "clean"}
         write_tensors(exp.activations("clean"), {"resid": torch.zeros(2, 3)}, meta)
-        with pytest.raises(DataError, match="resid is torch.float32, but the file says"):
+        with pytest.raises(DataError, match=r"resid is torch\.float32, but the file says"):
             load_activations(exp, "clean", None, expected)
