@@ -8,6 +8,9 @@ prompt), so the capture stage never holds them all: it sizes chunks of prompts t
 memory budget and writes each chunk's rows straight into the output file
 (:func:`capture_to_file`). :func:`capture_run` keeps everything in memory, for tests and
 small jobs; both run the same per-chunk trace.
+
+``capture.storage_dtype`` (float16 or bfloat16) halves the files of a float32 model: the
+stored activations are rounded to it, and readers cast them back to the model's dtype.
 """
 
 from __future__ import annotations
@@ -204,7 +207,8 @@ def capture_run(
     plan = CapturePlan.of(components, max_rows)
     dtype = model.dtype
     scored = None if score_positions is None else score_positions.shape[1]
-    specs = stored_specs(model.dims, plan.components, *ids.shape, dtype, scored)
+    n, t = ids.shape
+    specs = stored_specs(model.dims, plan.components, n, t, dtype, scored)
     out = {name: torch.zeros(spec.shape, dtype=spec.dtype) for name, spec in specs.items()}
     chunks = capture_chunks(model, ids, lengths, plan, embed_delta, desc, progress, score_positions)
     for chunk in chunks:
@@ -227,19 +231,23 @@ def capture_to_file(
     embed_delta: torch.Tensor | None = None,
     progress: bool = True,
     score_positions: torch.Tensor | None = None,
+    storage: torch.dtype | None = None,
 ) -> None:
     """Capture one run straight into a safetensors file, one chunk of prompts at a time.
 
     The file holds the same bytes :func:`patchsweep.io.write_tensors` would write for
     :func:`capture_run`'s activations plus ``extra``, but memory holds one chunk, not the
-    run. Each chunk's logits go to ``logits(rows, values)``.
+    run. Each chunk's logits go to ``logits(rows, values)``. ``storage``, if given, is
+    the dtype the activations are stored in (``extra`` must come in it already).
 
     Raises:
-        DataError: a chunk holds NaN or inf; no file is left behind.
+        DataError: a chunk holds NaN or inf, or values that overflow ``storage``; no
+            file is left behind.
     """
     run = str(meta.get("run", "capture"))
-    dtype = model.dtype
-    specs = stored_specs(model.dims, plan.components, *ids.shape, dtype)
+    dtype = storage or model.dtype
+    n, t = ids.shape
+    specs = stored_specs(model.dims, plan.components, n, t, dtype)
     specs.pop("logits")
     specs.update({name: TensorSpec(tuple(v.shape), v.dtype) for name, v in (extra or {}).items()})
     with stream_tensors(path, specs, meta) as out:
@@ -253,8 +261,33 @@ def capture_to_file(
             logits(chunk.rows, chunk.logits)
             for name, values in chunk.layers.items():
                 for layer, value in enumerate(values):  # positions ≥ t stay zero padding
+                    value = as_stored(value, storage, f"the {run} run's {name}")
                     out.write_rows(name, chunk.rows, value, start=(layer,))
             del chunk  # else it stays alive beside the next chunk's forward pass
+
+
+def as_stored(value: torch.Tensor, storage: torch.dtype | None, what: str) -> torch.Tensor:
+    """``value`` rounded to the storage dtype (unchanged when there is none).
+
+    float16 tops out at 65504: a residual stream with larger outliers (common in big
+    models) would be stored as inf and silently poison every patch that reads it.
+
+    Raises:
+        DataError: a value overflows the storage dtype.
+    """
+    if storage is None or value.dtype == storage:
+        return value
+    stored = value.to(storage)
+    if not bool(torch.isfinite(stored).all()):
+        largest = float(value.abs().max())
+        raise DataError(
+            f"{what} holds values up to {largest:.6g} in magnitude, beyond the range of "
+            f"capture.storage_dtype {str(storage).removeprefix('torch.')} "
+            f"(at most {torch.finfo(storage).max:.6g})",
+            "use capture.storage_dtype=bfloat16 (float32's range at lower precision), or "
+            "null to store in the model's dtype",
+        )
+    return stored
 
 
 def capture_pairs(
@@ -266,6 +299,7 @@ def capture_pairs(
     meta: Mapping[str, Any],
     noise: torch.Tensor | None = None,
     progress: bool = True,
+    storage: torch.dtype | None = None,
 ) -> None:
     """Both runs of a dataset, streamed to ``activations[run]``; their logits to one file.
 
@@ -273,8 +307,13 @@ def capture_pairs(
     in its file as ``embed_delta``. Each file records ``meta`` (plus ``run``). The three
     files are published together once both runs succeeded: a failure in the corrupted
     run must not leave a new clean file beside the old corrupted one and old logits.
+    ``storage``: the dtype the activations are stored in; None is the model's. The noise
+    is rounded to it before the run, so that the corrupted run is exactly the one that
+    the stored noise reproduces when the patch stages add it again.
     """
-    dtype = model.dtype
+    dtype = storage or model.dtype
+    if noise is not None and storage is not None:
+        noise = noise.to(storage).to(noise.dtype)
     ids = {"clean": pairs.clean_ids, "corrupted": pairs.corrupted_ids}
     scored = pairs.score_positions
     k = None if scored is None else scored.shape[1]
@@ -295,6 +334,7 @@ def capture_pairs(
                 embed_delta=delta,
                 progress=progress,
                 score_positions=scored,
+                storage=storage,
             )
             log.info("captured the %s run", run)
     log.info("wrote %s", ", ".join(str(path) for path in outputs))
@@ -360,7 +400,7 @@ def _trace(
     return per_layer, logits.float().cpu()
 
 
-def add_embedding_delta(lm, arch: Architecture, delta: torch.Tensor):
+def add_embedding_delta(lm: Any, arch: Architecture, delta: torch.Tensor) -> Any:
     """Inside a trace: add ``delta`` to the first block's input in place; return it."""
     first_input = read(lm, arch.hook_point("resid_pre"), 0)
     first_input += delta

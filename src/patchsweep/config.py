@@ -42,6 +42,8 @@ CONFIG_GROUPS = (
     "capture",
     "verify",
 )
+# capture.storage_dtype: half-precision storage of activations (null = the model's dtype)
+STORAGE_DTYPES = ("float16", "bfloat16")
 NORMALIZATIONS = ("per_prompt", "dataset")  # patchsweep.normalize: whose clean and corrupted
 # Resolvers that copy the environment into the config, and so into git-tracked files.
 ENVIRONMENT_RESOLVERS = ("oc.env",)
@@ -138,6 +140,9 @@ class CaptureConfig:
     # disk before the next, so memory does not grow with the number of prompts.
     memory_budget_mb: float = 512
     max_rows: int = 64  # upper bound on prompts per forward pass, whatever the budget
+    # float16 | bfloat16: store activations in half precision (half the disk); readers
+    # cast them back to the model's dtype. None = the model's dtype, no rounding.
+    storage_dtype: str | None = None
 
 
 @dataclass
@@ -343,6 +348,7 @@ def load_config(path: Path) -> Config:
             f"{path} does not match the schema: {_first_line(exc)}",
             "rerun the compose stage (`dvc repro`) so the file is regenerated from conf/",
         ) from exc
+    assert isinstance(merged, DictConfig)  # a Config node merged into stays a mapping
     cfg = to_object(merged)
     validate(cfg)
     return cfg
@@ -391,6 +397,7 @@ def validate(cfg: Config) -> None:
             "capture.memory_budget_mb and capture.max_rows must be positive",
             "use e.g. capture.memory_budget_mb=512 capture.max_rows=64",
         )
+    check_storage_dtype(cfg.capture.storage_dtype)
     if cfg.dataset.noise.scale < 0 or cfg.dataset.noise.samples < 1:
         raise ConfigError(
             "dataset.noise.scale must be ≥ 0 and dataset.noise.samples ≥ 1",
@@ -417,6 +424,17 @@ def validate(cfg: Config) -> None:
             "use e.g. engine.memory_budget_mb=1024 engine.max_batch=256",
         )
     validate_stats(cfg.stats)
+
+
+def check_storage_dtype(name: str | None) -> None:
+    """Refuse a storage dtype other than the half-precision ones: float32 storage of a
+    float32 model is what null already does, and anything else would not halve the disk."""
+    if name is not None and name not in STORAGE_DTYPES:
+        raise ConfigError(
+            f"capture.storage_dtype is {name!r}",
+            f"use one of: {', '.join(STORAGE_DTYPES)} (half the disk of float32), or null "
+            "to store activations in the model's dtype",
+        )
 
 
 def validate_stats(stats: StatsConfig) -> None:

@@ -256,7 +256,9 @@ def _capture_cost(
     dtype = torch_dtype(cfg.model.dtype)
     width = int(pairs.lengths.max())
     scored = None if pairs.score_positions is None else pairs.score_positions.shape[1]
-    specs = stored_specs(dims, cfg.capture.components, pairs.n_pairs, width, dtype, scored)
+    # on disk in capture.storage_dtype; the logits stay float32 whatever it is
+    stored = torch_dtype(cfg.capture.storage_dtype) if cfg.capture.storage_dtype else dtype
+    specs = stored_specs(dims, cfg.capture.components, pairs.n_pairs, width, stored, scored)
     disk = 2 * sum(s.nbytes for s in specs.values())
     plan = plan_capture(
         dims, cfg.capture.components, width, dtype, cfg.capture.memory_budget_mb,

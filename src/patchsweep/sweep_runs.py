@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from patchsweep.config import Config
 from patchsweep.engine.inputs import source_and_target
 from patchsweep.engine.sweep import Runs, stored_key
 from patchsweep.errors import ConfigError
-from patchsweep.io import check_meta, read_meta, read_tensors
+from patchsweep.io import read_tensors
 from patchsweep.paths import ExperimentPaths
-from patchsweep.stored import load_activations
+from patchsweep.stored import check_captured, expected_meta, load_activations
 
 
 def load_sweep_runs(
@@ -22,7 +24,8 @@ def load_sweep_runs(
     tokens: the patched activation from the source run, the residual stream from the
     target run (the engine starts from it), both runs' final logits, and from either run
     the embedding noise of a noise corruption, which says where the two runs start to
-    differ (and is added again wherever the target run is the noised one).
+    differ (and is added again wherever the target run is the noised one). Activations
+    come in the model's dtype, however ``capture.storage_dtype`` stored them.
 
     Args:
         model: The loaded model's identity (:meth:`LoadedModel.identity`).
@@ -38,8 +41,9 @@ def load_sweep_runs(
             f"store it (capture.components: {cfg.capture.components})",
             f"add {key} to capture.components in conf/capture/ (or conf/config.yaml)",
         )
-    expected = {**model, "tokens_hash": tokens_hash}
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
+    storage = cfg.capture.storage_dtype
+    expected = expected_meta(model, tokens_hash, storage)
+    check_captured(exp.final_logits, expected)
     source_run, target_run = source_and_target(sweep.direction)
     noise = ["embed_delta"]
     return Runs(
@@ -48,4 +52,5 @@ def load_sweep_runs(
             target_run: load_activations(exp, target_run, None, expected, only=["resid", *noise]),
         },
         final_logits=read_tensors(exp.final_logits, ["clean", "corrupted"]),
+        storage_dtype=getattr(torch, storage) if storage else None,
     )

@@ -16,7 +16,9 @@ tidy table of plausible numbers. Two forward-pass checks through the sweeps' own
 
 Each prompt's deviation from the unpatched run's metric must stay within float round-off:
 :data:`RELATIVE_TOLERANCE` for the model's dtype, times the metric's scale (its largest
-magnitude, at least 1). A failure raises :class:`~patchsweep.errors.ValidityError`.
+magnitude, at least 1). Activations stored in half precision (``capture.storage_dtype``)
+carry that dtype's round-off into the patched passes, so the coarser of the two dtypes
+sets the tolerance. A failure raises :class:`~patchsweep.errors.ValidityError`.
 
 The report also gives each run's **answer accuracy**, the share of prompts whose answers
 the model ranks as the dataset intends (:func:`answer_accuracy`).
@@ -107,6 +109,13 @@ def tolerance(dtype: torch.dtype, *expected: torch.Tensor) -> float:
     return RELATIVE_TOLERANCE.get(dtype, RELATIVE_TOLERANCE[torch.float32]) * scale
 
 
+def rounding_dtype(model: LoadedModel, runs: Runs) -> torch.dtype:
+    """The coarser of the model's dtype and the dtype the runs were stored in: a patched
+    pass reads the stored activations, so their round-off is in its metric too."""
+    dtypes = [model.dtype, *([runs.storage_dtype] if runs.storage_dtype else [])]
+    return max(dtypes, key=lambda d: RELATIVE_TOLERANCE.get(d, RELATIVE_TOLERANCE[torch.float32]))
+
+
 def deviation(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
     """(N,) |got − want|; 0 where both are NaN (a metric undefined for that prompt), inf
     where only one is."""
@@ -185,7 +194,7 @@ def whole_resid_check(
         ),
         expected=source,
         deviation=deviation(got, want),
-        tolerance=tolerance(model.dtype, want),
+        tolerance=tolerance(rounding_dtype(model, runs), want),
     )
 
 
@@ -213,7 +222,7 @@ def empty_patch_check(
         description=f"an empty patch (no site patched) of the {target} run",
         expected=target,
         deviation=worst,
-        tolerance=tolerance(model.dtype, want),
+        tolerance=tolerance(rounding_dtype(model, runs), want),
     )
 
 

@@ -244,20 +244,40 @@ def rewrite_meta(path, **changes) -> None:
     write_tensors(path, read_tensors(path), {**read_meta(path), **changes})
 
 
+REBUILD = "capture stage rebuilds them"
+
+
 @pytest.mark.parametrize(
-    ("key", "value", "says"),
+    ("key", "value", "says", "fix"),
     [
-        ("model", "gpt2", "was made with model='gpt2'"),
-        ("tokens_hash", "0123456789abcdef", "was made with tokens_hash='0123456789abcdef'"),
-        ("dtype", "bfloat16", "was made with dtype='bfloat16'"),
+        ("model", "gpt2", "was made with model='gpt2'", REBUILD),
+        (
+            "tokens_hash",
+            "0123456789abcdef",
+            "was made with tokens_hash='0123456789abcdef'",
+            REBUILD,
+        ),
+        (
+            "dtype",
+            "bfloat16",
+            "computed in bfloat16, but this run loads the model in float32 (model.dtype)",
+            "captures them again in float32, or set model.dtype back to bfloat16",
+        ),
+        (
+            "storage_dtype",
+            "float16",
+            "stored with capture.storage_dtype=float16, but this run's config has "
+            "capture.storage_dtype=null",
+            "stores them again as configured, or set capture.storage_dtype back to float16",
+        ),
     ],
-    ids=["other-model", "other-tokenisation", "other-dtype"],
+    ids=["other-model", "other-tokenisation", "other-dtype", "other-storage-dtype"],
 )
-def test_activation_file_from_other_inputs(project, capsys, key, value, says):
+def test_activation_file_from_other_inputs(project, capsys, key, value, says, fix):
     run_through_patch(sweeps=())
     rewrite_meta(EXP.activations("clean"), **{key: value})
     err = run_and_fail(patch.run, capsys, EXP, "head")
-    assert says in err and "capture stage rebuilds them" in err
+    assert says in err and fix in err
     assert not EXP.patch("head").exists()
 
 

@@ -8,13 +8,14 @@ from project import EXP, run_and_fail
 
 from patchsweep.capture import (
     CapturePlan,
+    as_stored,
     capture_run,
     capture_to_file,
     logits_spec,
     plan_capture,
     prompt_bytes,
 )
-from patchsweep.errors import ConfigError
+from patchsweep.errors import ConfigError, DataError
 from patchsweep.io import read_meta, read_tensors, write_tensors
 from patchsweep.paths import RUNS
 
@@ -39,8 +40,11 @@ def in_memory(tiny_gpt2, prompts):
     return capture_run(tiny_gpt2, *prompts, progress=False)
 
 
-def stream(model, prompts, path, rows: int, extra=None, logits_sink=None) -> torch.Tensor:
-    """Capture to ``path`` in chunks of ``rows`` prompts; return the logits it handed out."""
+def stream(
+    model, prompts, path, rows: int, extra=None, logits_sink=None, storage=None
+) -> torch.Tensor:
+    """Capture to ``path`` in chunks of ``rows`` prompts, stored in ``storage`` (None: the
+    model's dtype); return the logits it handed out."""
     ids, lengths = prompts
     logits = torch.full(logits_spec(model.dims, len(ids)).shape, float("nan"))
 
@@ -50,7 +54,9 @@ def stream(model, prompts, path, rows: int, extra=None, logits_sink=None) -> tor
             logits_sink(index, values)
 
     plan = CapturePlan.of(("resid", "z", "attn_out", "mlp_out"), rows)
-    capture_to_file(path, model, ids, lengths, plan, META, keep, extra=extra, progress=False)
+    capture_to_file(
+        path, model, ids, lengths, plan, META, keep, extra=extra, progress=False, storage=storage
+    )
     return logits
 
 
@@ -179,4 +185,57 @@ class TestWhatIsStored:
             keep = scored[row] >= 0
             torch.testing.assert_close(
                 got["logits"][row][keep], plain[scored[row][keep]], atol=1e-5, rtol=0
+            )
+
+
+class TestStorageDtype:
+    """capture.storage_dtype: the activations on disk in half precision, the logits not."""
+
+    @pytest.mark.parametrize("storage", [torch.float16, torch.bfloat16])
+    def test_files_hold_the_storage_dtype_in_half_the_bytes(
+        self, tiny_gpt2, prompts, in_memory, tmp_path, storage
+    ):
+        full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+        stream(tiny_gpt2, prompts, full, rows=64)
+        logits = stream(tiny_gpt2, prompts, half, rows=64, storage=storage)
+        stored = read_tensors(half)
+        for key, value in stored.items():
+            assert value.dtype == storage, key
+            assert torch.equal(value, in_memory[key].to(storage)), key  # rounded, nothing else
+        assert logits.dtype == torch.float32 and torch.equal(logits, in_memory["logits"])
+        data = sum(v.nbytes for v in read_tensors(full).values())
+        assert sum(v.nbytes for v in stored.values()) * 2 == data
+        # the rest is the header, which names the same tensors
+        assert full.stat().st_size - data == half.stat().st_size - data // 2
+
+    def test_values_beyond_float16_stop_the_capture_with_the_fix(self):
+        big = torch.tensor([1.0, -7e4])
+        with pytest.raises(DataError) as raised:
+            as_stored(big, torch.float16, "the clean run's resid")
+        assert "the clean run's resid holds values up to 70000" in raised.value.problem
+        assert "capture.storage_dtype float16 (at most 65504)" in raised.value.problem
+        assert "capture.storage_dtype=bfloat16" in raised.value.fix
+        assert as_stored(big, torch.bfloat16, "resid").dtype == torch.bfloat16
+        assert as_stored(big, None, "resid") is big
+
+    def test_null_stores_the_files_as_before(self, project, tiny_gpt2):
+        """Null is the default: model-dtype tensors and no storage entry in the metadata,
+        so the bytes are those the stage wrote before the option existed."""
+        from patchsweep.stages import capture as stage
+        from patchsweep.stages import compose, tokenize
+        from patchsweep.stored import load_tokenized
+
+        compose.run(EXP)
+        tokenize.run(EXP)
+        stage.run(EXP)
+        _, tokens = load_tokenized(EXP)
+        before = {**tiny_gpt2.identity(), "tokens_hash": tokens, "seed": 0}
+        assert read_meta(EXP.final_logits) == before
+        for run in RUNS:
+            assert read_meta(EXP.activations(run)) == {**before, "run": run}
+            tensors = read_tensors(EXP.activations(run))
+            assert {v.dtype for v in tensors.values()} == {torch.float32}
+            write_tensors(project / "before.safetensors", tensors, {**before, "run": run})
+            assert (
+                EXP.activations(run).read_bytes() == (project / "before.safetensors").read_bytes()
             )

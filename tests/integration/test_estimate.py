@@ -97,3 +97,29 @@ def test_estimate_refuses_a_bad_experiment_name():
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 2 and "MODEL/DATASET" in result.stderr
+
+
+@pytest.mark.parametrize("storage", [None, "float16", "bfloat16"])
+def test_disk_estimate_is_the_bytes_capture_stores(setup, tmp_path, storage):
+    """capture.storage_dtype halves the activations' bytes, not the float32 logits'."""
+    from dataclasses import replace
+
+    from patchsweep.capture import capture_pairs, plan_capture
+    from patchsweep.config import CaptureConfig
+    from patchsweep.estimate import Calibration, _capture_cost
+    from patchsweep.io import read_tensors
+    from patchsweep.models import torch_dtype
+
+    model, prompts, _, cfg = setup
+    cfg = replace(cfg, capture=CaptureConfig(storage_dtype=storage))
+    pairs, components = prompts.tokens, cfg.capture.components
+    cost = _capture_cost(cfg, pairs, model.dims, Calibration(0.0, 0.0, 10, 0.0))
+    width = pairs.clean_ids.shape[1]
+    plan = plan_capture(model.dims, components, width, model.dtype, 512, 64)
+    files = {run: tmp_path / f"{run}.safetensors" for run in ("clean", "corrupted")}
+    stored = torch_dtype(storage) if storage else None
+    logits = tmp_path / "logits.safetensors"
+    capture_pairs(model, pairs, plan, files, logits, {}, progress=False, storage=stored)
+    tensors = [*read_tensors(files["clean"]).values(), *read_tensors(files["corrupted"]).values()]
+    tensors += read_tensors(logits).values()
+    assert cost.disk_mb * 2**20 == sum(t.nbytes for t in tensors)

@@ -4,6 +4,7 @@ fail loudly when a patch is a silent no-op or a pass adds what it should not."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -184,3 +185,22 @@ def test_accuracy_follows_the_metric(swapped):
     undefined = answer_accuracy(pairs, runs.final_logits, "neg_kl")
     assert undefined["clean"] is None and undefined["corrupted"] is None
     assert undefined["definition"].startswith("not defined")
+
+
+def test_half_precision_storage_sets_the_tolerance(swapped):
+    """Runs read from float16 storage carry its round-off into the checks: they pass at
+    float16's tolerance (still below the smallest clean − corrupted gap), and fail at
+    float32's, so the runs must say how they were stored."""
+    model, pairs, runs = swapped
+    rounded = {
+        run: {k: v.half().float() for k, v in getattr(runs, run).items() if k != "logits"}
+        for run in ("clean", "corrupted")
+    }
+    half = Runs(**rounded, final_logits=runs.final_logits, storage_dtype=torch.float16)
+    report = check_validity(model, pairs, half, "logit_diff", ENGINE, "tiny on t")
+    checks = [v for k, v in report.items() if k.startswith(("resid", "empty"))]
+    assert report["passed"] and {c["tolerance"] for c in checks} == {1e-2}
+    gap = (_metric(runs, pairs, "clean") - _metric(runs, pairs, "corrupted")).abs()
+    assert float(gap.min()) > 1e-2
+    with pytest.raises(ValidityError):  # declared as never rounded, the rounding fails them
+        check_validity(model, pairs, replace(half, storage_dtype=None), "logit_diff", ENGINE, "t")

@@ -48,11 +48,15 @@ class Runs:
             activations; a sweep needs its source component in the source run and
             ``resid`` (plus ``embed_delta`` for a noise corruption) in the target run.
         final_logits: ``clean`` and ``corrupted`` logits as the metric reads them.
+        storage_dtype: The dtype the activations were stored in before they were cast
+            back to the model's (``capture.storage_dtype``); None when they never left
+            it. Their round-off is the validity checks' tolerance.
     """
 
     clean: Mapping[str, torch.Tensor]
     corrupted: Mapping[str, torch.Tensor]
     final_logits: Mapping[str, torch.Tensor]
+    storage_dtype: torch.dtype | None = None
 
     def run(self, name: str) -> Mapping[str, torch.Tensor]:
         return self.clean if name == "clean" else self.corrupted

@@ -14,10 +14,10 @@ from patchsweep.cli import run_stage, stage_args
 from patchsweep.config import load_config
 from patchsweep.errors import DataError
 from patchsweep.io import publish_together
-from patchsweep.models import LoadedModel, load_model
+from patchsweep.models import LoadedModel, load_model, torch_dtype
 from patchsweep.noise import corruption_noise
 from patchsweep.paths import RUNS, ExperimentPaths
-from patchsweep.stored import load_tokenized
+from patchsweep.stored import load_tokenized, storage_meta
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ def run(exp: ExperimentPaths) -> None:
 
     Each run streams to its file one chunk of prompts at a time (chunks sized to
     ``capture.memory_budget_mb``), so memory does not grow with the number of prompts.
+    Activations are stored in ``capture.storage_dtype`` when it is set, and the files
+    record it; the final logits stay float32.
     The three files are published together, or none of them; temporaries that a killed
     run left in ``activations/`` or beside ``final_logits.safetensors`` are removed.
     """
@@ -52,7 +54,9 @@ def run(exp: ExperimentPaths) -> None:
         cfg.capture.max_rows,
     )
     log.info("capturing %d prompts, %d per forward pass", n, plan.rows)
+    storage = cfg.capture.storage_dtype
     meta = {**model.identity(), "tokens_hash": token_hash, "seed": cfg.seed}
+    meta.update(storage_meta(storage))  # none by default: the files stay as they were
     activations = {run: exp.activations(run) for run in RUNS}
     noise = corruption_noise(cfg.dataset.noise, pairs, model)
     # the folder of the activation files (each a DVC output of its own): orphaned
@@ -60,7 +64,15 @@ def run(exp: ExperimentPaths) -> None:
     folder = exp.activations(RUNS[0]).parent
     with publish_together(folder, exp.final_logits):
         capture_pairs(
-            model, pairs, plan, activations, exp.final_logits, meta, noise, cfg.engine.progress
+            model,
+            pairs,
+            plan,
+            activations,
+            exp.final_logits,
+            meta,
+            noise,
+            cfg.engine.progress,
+            storage=torch_dtype(storage) if storage else None,
         )
 
 

@@ -29,7 +29,7 @@ from patchsweep.io import (
 from patchsweep.models import load_model
 from patchsweep.normalize import results_tables
 from patchsweep.paths import RUNS, ExperimentPaths
-from patchsweep.stored import load_activations, load_tokenized
+from patchsweep.stored import check_captured, expected_meta, load_activations, load_tokenized
 from patchsweep.tokenize import TokenizedPairs
 from patchsweep.validity import check_validity
 
@@ -99,13 +99,19 @@ def _validity(
     """The validity checks of this experiment, on its cached runs (residual stream and
     embedding noise only: the checks patch ``resid_pre``)."""
     model = load_model(cfg.model)
-    expected = {**model.identity(), "tokens_hash": token_hash}
-    check_meta(exp.final_logits, read_meta(exp.final_logits), expected)
+    storage = cfg.capture.storage_dtype
+    expected = expected_meta(model.identity(), token_hash, storage)
+    check_captured(exp.final_logits, expected)
     stored = {
         run: load_activations(exp, run, None, expected, only=["resid", "embed_delta"])
         for run in RUNS
     }
-    runs = Runs(clean=stored["clean"], corrupted=stored["corrupted"], final_logits=logits)
+    runs = Runs(
+        clean=stored["clean"],
+        corrupted=stored["corrupted"],
+        final_logits=logits,
+        storage_dtype=getattr(torch, storage) if storage else None,
+    )
     experiment = f"{cfg.model.name} on {cfg.dataset.name}"
     return check_validity(model, pairs, runs, cfg.metric.name, cfg.engine, experiment)
 
