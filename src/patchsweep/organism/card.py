@@ -197,7 +197,13 @@ def render_card(
             "**Induction** (`patchsweep.datasets.induction`): a random sequence of distinct",
             f"content words (lengths {train_cfg.induction_min_length}–"
             f"{train_cfg.induction_max_length} in training, {eval_cfg.induction_length} in",
-            "evaluation) followed by its repeat.",
+            "evaluation) followed by its repeat."
+            + (
+                f" In training it follows 0–{train_cfg.induction_max_prefix} unrepeated words,"
+                " so that where the earlier copy sits varies and must be found by content."
+                if train_cfg.induction_max_prefix
+                else ""
+            ),
             "",
             "Labels, corruptions and answer conventions of every task are in the",
             "generators' module docstrings; generators default to the `test` split.",
@@ -229,7 +235,8 @@ def render_card(
             "  metrics above are measured without it, as the pipeline feeds prompts.",
             f"- Sequences longer than {cfg.n_positions} tokens are out of range; induction",
             f"  was trained on {2 * train_cfg.induction_min_length}–"
-            f"{2 * train_cfg.induction_max_length} token sequences.",
+            f"{2 * train_cfg.induction_max_length + train_cfg.induction_max_prefix} token"
+            " sequences.",
             "- Each task is learned in a phase change whose step depends on the seed:",
             "  another seed passes the IOI gate but may not finish learning induction (or",
             "  another task) within these steps; read its `metrics.json` before using it.",
