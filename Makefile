@@ -38,11 +38,15 @@ repro: $(STAMP) $(PLOTS_TEMPLATE)
 	start=$$(date +%s); $(RUN) dvc repro; s=$$?; \
 	$(RUN) python -m patchsweep.summary --since $$start --dvc-status $$s; exit $$s
 
+# The test files run on every core (pytest-xdist), each file's tests in one process and in
+# order: the pipeline tests build on the state their earlier tests left.
+PYTEST := $(RUN) HF_HUB_OFFLINE=1 python -m pytest -n auto --dist loadfile
+
 test: $(STAMP)
-	$(RUN) HF_HUB_OFFLINE=1 python -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 test-all: $(STAMP)
-	$(RUN) HF_HUB_OFFLINE=1 python -m pytest
+	$(PYTEST)
 
 bench: $(STAMP)
 	$(RUN) HF_HUB_OFFLINE=1 python benchmarks/patching.py

@@ -39,6 +39,7 @@ def repo(tmp_path_factory, tiny_gpt2_dir):
         folder.mkdir(parents=True)
         for name in FILES:
             shutil.copy(REPO / "results" / "organism" / source / name, folder / name)
+    sh(repo, "dvc", "repro", "-q", "code")  # the code fingerprints compose depends on
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "results")
 
